@@ -1,0 +1,1 @@
+"""fast3r_ns: Fast3R instead of COLMAP for nerfstudio."""

@@ -1,0 +1,54 @@
+"""Multi-head self-attention: torch SDPA by default, flash-attn when installed and asked for."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import RoPE2D
+
+try:  # optional accelerator, tried once
+    from flash_attn import flash_attn_func
+
+    FLASH_ATTN_AVAILABLE = True
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    flash_attn_func = None
+    FLASH_ATTN_AVAILABLE = False
+
+USE_FLASH_ATTN = False
+"""Route CUDA fp16/bf16 attention through the flash-attn package (only if installed). Default is False:
+torch SDPA picks its fastest backend (cuDNN on H100/H200)."""
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention. q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
+    if USE_FLASH_ATTN and FLASH_ATTN_AVAILABLE and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
+        return out.transpose(1, 2)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+class Attention(nn.Module):
+    """Fused-qkv multi-head attention with an optional 2-D RoPE on q and k."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, rope: RoPE2D | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rope = rope
+        self.compute_dtype: torch.dtype | None = None
+        """Dtype of the score/softmax part (e.g. bf16 for parity with the official CUDA path); None = input dtype."""
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, N, dim], pos: [B, N, 2] (row, col) patch positions, used only with RoPE."""
+        batch, tokens, dim = x.shape
+        # channel layout of qkv: (3, heads, head_dim)
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if self.rope is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        dtype = self.compute_dtype or q.dtype
+        out = attention(q.to(dtype), k.to(dtype), v.to(dtype), self.scale).to(x.dtype)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

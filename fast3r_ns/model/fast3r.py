@@ -1,0 +1,125 @@
+"""Fast3R: encode each view, fuse all views in one decoder, read global and local pointmaps with DPT heads."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import Fast3RConfig
+from .decoder import Decoder
+from .dpt import PointmapHead
+from .encoder import Encoder
+from .image_ids import default_image_ids
+
+Output = dict[str, torch.Tensor]
+
+
+class Fast3R(nn.Module):
+    """The released Fast3R architecture, checkpoint-compatible with ``jedyang97/Fast3R_ViT_Large_512``."""
+
+    def __init__(self, config: Fast3RConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or Fast3RConfig()
+        enc, dec, head = config.encoder, config.decoder, config.head
+        self.encoder = Encoder(enc)
+        self.decoder = Decoder(dec, config.hooks)
+        in_dims = (enc.embed_dim, dec.embed_dim, dec.embed_dim, dec.embed_dim)
+        args = (in_dims, head.layer_dims, head.feature_dim, head.conf_mode[1])
+        self.downstream_head = PointmapHead(*args)
+        self.downstream_head_local = PointmapHead(*args) if head.with_local_head else None
+        self.encoder_chunk_size = 400
+        """Images encoded at once (view-major, same size)."""
+        self.head_chunk_size = 25
+        """Views run through the heads at once."""
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "jedyang97/Fast3R_ViT_Large_512", **kwargs) -> Fast3R:
+        """Load config.json + model.safetensors from a folder or a Hugging Face repo (see ``load_pretrained``)."""
+        from .loading import load_pretrained
+
+        return load_pretrained(cls, name_or_path, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.patch_embed.proj.weight.dtype
+
+    def set_attention_dtype(self, dtype: torch.dtype | None) -> None:
+        """Compute attention scores/softmax in ``dtype`` (None: the activations' dtype).
+
+        ``torch.bfloat16`` mimics the official CUDA path, which runs attention in bf16 whatever the model dtype.
+        """
+        for module in self.modules():
+            if hasattr(module, "compute_dtype"):
+                module.compute_dtype = dtype
+
+    def forward(self, views: list[torch.Tensor], image_ids: torch.Tensor | None = None) -> list[Output]:
+        """Predict pointmaps for all views jointly.
+
+        views: V tensors [B, 3, H, W] normalised to [-1, 1]; H, W multiples of 16, may differ between views.
+        image_ids: index-embedding ids, [V] or [B, V] integer; default ``default_image_ids`` (view 0 -> 0).
+        Returns V dicts: ``pts3d_in_other_view`` [B, H, W, 3] (view 0's camera frame), ``conf`` [B, H, W],
+        ``pts3d_local`` [B, H, W, 3] (the view's own camera frame), ``conf_local`` [B, H, W]; all float32.
+        """
+        if not views:
+            raise ValueError("Fast3R needs at least one view")
+        batch = views[0].shape[0]
+        if any(v.ndim != 4 or v.shape[0] != batch or v.shape[1] != 3 for v in views):
+            raise ValueError("every view must be a [B, 3, H, W] tensor with the same B")
+        image_ids = self._image_ids(image_ids, len(views), batch)
+        views = [v.to(self.dtype) for v in views]
+        features = self._encode(views)
+        hooked = self.decoder(features, image_ids)
+        del features
+        return self._heads(views, hooked)
+
+    def _image_ids(self, image_ids: torch.Tensor | None, num_views: int, batch: int) -> torch.Tensor:
+        if image_ids is None:
+            return default_image_ids(num_views, batch, random=self.config.decoder.random_image_idx_embedding)
+        image_ids = torch.as_tensor(image_ids)
+        if image_ids.ndim == 1:
+            image_ids = image_ids.expand(batch, -1)
+        if image_ids.shape != (batch, num_views):
+            raise ValueError(f"image_ids must have shape [{num_views}] or [{batch}, {num_views}]")
+        return image_ids.long()
+
+    def _groups(self, views: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+        """View indices grouped by image size, in view order."""
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, view in enumerate(views):
+            groups[tuple(view.shape[-2:])].append(index)
+        return groups
+
+    def _encode(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """V tensors [B, P_v, enc_dim]; same-size views are encoded together in chunks."""
+        features: list[torch.Tensor | None] = [None] * len(views)
+        batch = views[0].shape[0]
+        for indices in self._groups(views).values():
+            images = torch.cat([views[i] for i in indices])  # view-major [len(indices) * B, 3, H, W]
+            encoded = torch.cat([self.encoder(c)[0] for c in images.split(self.encoder_chunk_size)])
+            for i, chunk in zip(indices, encoded.split(batch)):
+                features[i] = chunk
+        return features
+
+    def _heads(self, views: list[torch.Tensor], hooked: list[torch.Tensor]) -> list[Output]:
+        batch = views[0].shape[0]
+        patch = self.config.head.patch_size
+        bounds = [0]
+        for view in views:
+            bounds.append(bounds[-1] + (view.shape[-2] // patch) * (view.shape[-1] // patch))
+        outputs: list[Output] = [{} for _ in views]
+        for (height, width), indices in self._groups(views).items():
+            for chunk in [indices[i : i + self.head_chunk_size] for i in range(0, len(indices), self.head_chunk_size)]:
+                # tokens of the chunk's views, view-major: [len(chunk) * B, P, C]
+                tokens = [torch.cat([h[:, bounds[i] : bounds[i + 1]] for i in chunk]) for h in hooked]
+                grid = (height // patch, width // patch)
+                results = {"pts3d_in_other_view": self.downstream_head(tokens, grid)}
+                if self.downstream_head_local is not None:
+                    results["pts3d_local"] = self.downstream_head_local(tokens, grid)
+                for name, (points, conf) in results.items():
+                    conf_name = "conf" if name == "pts3d_in_other_view" else "conf_local"
+                    for i, p, c in zip(chunk, points.split(batch), conf.split(batch)):
+                        outputs[i][name], outputs[i][conf_name] = p, c
+        return outputs

@@ -1,0 +1,36 @@
+"""What every network-free stage consumes: a Predictor maps preprocessed views to per-view pointmaps."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+Output = dict[str, torch.Tensor]
+
+PREDICTION_KEYS = ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local")
+"""Keys of each per-view dict: global points [B, H, W, 3] in view 0's camera frame, their confidence
+[B, H, W] (>= 1), local points [B, H, W, 3] in the view's own camera frame and their confidence."""
+
+
+class Predictor(Protocol):
+    """Anything called like the model: ``predictor(views) -> list of V dicts`` (keys: ``PREDICTION_KEYS``).
+
+    views: V tensors [B, 3, H, W] in [-1, 1]. The Fast3R model is one; tests use oracles built from scenes
+    with known geometry.
+    """
+
+    def __call__(self, views: list[torch.Tensor]) -> list[Output]: ...
+
+
+class Fast3RPredictor:
+    """Runs a Fast3R model under inference mode on a device; returns float32 outputs on the CPU."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, views: list[torch.Tensor]) -> list[Output]:
+        outputs = self.model([v.to(self.device, non_blocking=True) for v in views])
+        return [{k: v.float().cpu() for k, v in out.items()} for out in outputs]

@@ -1,0 +1,41 @@
+"""The result of a reconstruction: cameras of the original images and a coloured point cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Reconstruction:
+    """Per-image cameras (original resolution, OpenCV axes) and a point cloud in the same world frame.
+
+    Conventions are defined once in ``fast3r_ns.geometry.conventions``: camera axes x right, y down, z forward;
+    pixel coordinates continuous with (0, 0) at the top-left corner of the image (COLMAP's convention);
+    world frame = camera frame of image 0 up to the scale the network predicts.
+    """
+
+    image_paths: list[Path]
+    image_sizes: np.ndarray  # [N, 2] int, (width, height) of the original images
+    intrinsics: np.ndarray  # [N, 4] float64, (fx, fy, cx, cy) in original pixels
+    cam_to_world: np.ndarray  # [N, 4, 4] float64, OpenCV camera axes
+    view_confidence: np.ndarray  # [N] float, a per-view confidence summary (median global confidence)
+    pose_ok: np.ndarray  # [N] bool, False where the pose could not be trusted (reported, never hidden)
+    points: np.ndarray  # [M, 3] float32, world coordinates
+    colors: np.ndarray  # [M, 3] uint8, RGB sampled from the original images
+    point_confidence: np.ndarray  # [M] float32
+    point_image: np.ndarray  # [M] int32, index of the image each point came from
+    point_pixel: np.ndarray  # [M, 2] float32, (x, y) continuous coordinates in that original image
+    shared_intrinsics: bool = False  # True when one camera was estimated for all images
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def world_to_cam(self) -> np.ndarray:
+        """[N, 4, 4] inverse of ``cam_to_world``."""
+        return np.linalg.inv(self.cam_to_world)
