@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,8 +133,3 @@ def save_pretrained(model: Fast3R, folder: str | Path) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / SAFETENSORS_NAME))
     return folder
-
-
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE asks huggingface_hub not to touch the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
