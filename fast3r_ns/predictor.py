@@ -29,6 +29,7 @@ class Fast3RPredictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.model.output_device = "cpu"  # outputs leave the GPU as each head chunk finishes
 
     @torch.inference_mode()
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:

@@ -10,7 +10,10 @@ from .rope import RoPE2D
 
 
 class Mlp(nn.Module):
-    """Linear -> exact GELU -> Linear."""
+    """Linear -> exact GELU -> Linear; without autograd, long inputs run in token chunks to bound memory."""
+
+    chunk_tokens = 65536
+    """Tokens per chunk at inference (the hidden layer is 4x wider than the input). Default is 65536."""
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -19,7 +22,15 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        """x: [B, N, dim] -> [B, N, dim]."""
+        if torch.is_grad_enabled() or x.shape[0] * x.shape[1] <= self.chunk_tokens:
+            return self.fc2(self.act(self.fc1(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], self.chunk_tokens):
+            rows = slice(start, start + self.chunk_tokens)
+            out[rows] = self.fc2(self.act(self.fc1(flat[rows])))
+        return out.view_as(x)
 
 
 class Block(nn.Module):

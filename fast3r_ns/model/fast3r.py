@@ -34,6 +34,8 @@ class Fast3R(nn.Module):
         """Images encoded at once (view-major, same size)."""
         self.head_chunk_size = 25
         """Views run through the heads at once."""
+        self.output_device: torch.device | str | None = None
+        """Where outputs are moved as each head chunk finishes (e.g. "cpu" to free GPU memory); None: stay."""
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "jedyang97/Fast3R_ViT_Large_512", **kwargs) -> Fast3R:
@@ -120,6 +122,8 @@ class Fast3R(nn.Module):
                     results["pts3d_local"] = self.downstream_head_local(tokens, grid)
                 for name, (points, conf) in results.items():
                     conf_name = "conf" if name == "pts3d_in_other_view" else "conf_local"
+                    if self.output_device is not None:
+                        points, conf = points.to(self.output_device), conf.to(self.output_device)
                     for i, p, c in zip(chunk, points.split(batch), conf.split(batch)):
                         outputs[i][name], outputs[i][conf_name] = p, c
         return outputs

@@ -1,0 +1,209 @@
+"""Forward time, peak memory and per-stage split of our Fast3R at the released size (random weights).
+
+Usage (GPU): python benchmarks/bench_model.py --views 8 64 256 --dtypes bf16 --compare 8 64
+Writes JSON lines to benchmarks/results/model_<gpu>.jsonl (fields: shared/conventions/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, append, commit, device_name, randomize_weights  # noqa: E402
+from fast3r_ns.model import Fast3R, Fast3RConfig, default_image_ids  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build(dtype: torch.dtype, device: str, seed: int = 0) -> Fast3R:
+    with torch.device(device):
+        model = Fast3R(Fast3RConfig())
+    randomize_weights(model, seed)
+    return model.to(dtype).eval()
+
+
+def images(views: int, height: int, width: int, device: str, seed: int = 0) -> list[torch.Tensor]:
+    """Smooth random images in [-1, 1] (low-frequency noise upsampled), one [1, 3, H, W] per view."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    coarse = torch.rand(views, 3, height // 32, width // 32, generator=generator) * 2 - 1
+    full = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    return [v[None].to(device) for v in full]
+
+
+def sync(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+@torch.inference_mode()
+def timed_forward(model: Fast3R, views: list[torch.Tensor], device: str) -> dict:
+    """One forward through the same stages as Fast3R.forward, synchronised between stages."""
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    ids = default_image_ids(len(views))
+    t0 = sync(device)
+    cast = [v.to(model.dtype) for v in views]
+    features = model._encode(cast)
+    t1 = sync(device)
+    hooked = model.decoder(features, ids)
+    del features
+    t2 = sync(device)
+    outputs = model._heads(cast, hooked)
+    del hooked
+    t3 = sync(device)
+    tokens = sum(v.shape[-2] * v.shape[-1] // 256 for v in views)
+    cfg = model.config.decoder
+    attention_flop = 4 * tokens**2 * cfg.embed_dim * cfg.depth
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    return {
+        "seconds": t3 - t0,
+        "encoder_seconds": t1 - t0,
+        "decoder_seconds": t2 - t1,
+        "heads_seconds": t3 - t2,
+        "peak_gib": peak,
+        "decoder_attention_tflops_per_s": attention_flop / (t2 - t1) / 1e12,
+        "outputs": outputs,
+    }
+
+
+def compare(reference: list[dict], other: list[dict]) -> dict:
+    """Relative differences of global/local points (|a-b| / |ref|, per pixel) and confidences."""
+    stats = {}
+    for key in ("pts3d_in_other_view", "pts3d_local", "conf", "conf_local"):
+        ref = torch.cat([o[key].float().flatten() for o in reference]).cpu()
+        new = torch.cat([o[key].float().flatten() for o in other]).cpu()
+        if key.startswith("pts3d"):
+            ref, new = ref.view(-1, 3), new.view(-1, 3)
+            rel = (new - ref).norm(dim=-1) / ref.norm(dim=-1).clamp(min=1e-6)
+        else:
+            rel = (new - ref).abs() / ref.abs()
+        stats[f"{key}_rel_median"] = rel.median().item()
+        stats[f"{key}_rel_p99"] = rel.kthvalue(int(0.99 * rel.numel())).values.item()
+    return stats
+
+
+def sdpa_backends(tokens: int, device: str) -> list[dict]:
+    """Achieved TFLOP/s of each SDPA backend on one decoder-sized attention ([1, 16, tokens, 64], bf16)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(1, 16, tokens, 64, device=device, dtype=torch.bfloat16) for _ in range(3))
+    records = []
+    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        try:
+            with sdpa_kernel(backend):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                start = sync(device)
+                for _ in range(3):
+                    torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                seconds = (sync(device) - start) / 3
+            records.append(
+                {"backend": backend.name, "tokens": tokens, "tflops_per_s": 4 * tokens**2 * 1024 / seconds / 1e12}
+            )
+        except RuntimeError as error:
+            records.append({"backend": backend.name, "tokens": tokens, "error": str(error).splitlines()[0]})
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--views", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(DTYPES))
+    parser.add_argument("--compare", type=int, nargs="*", default=[8, 64], help="views for bf16-vs-fp32 checks")
+    parser.add_argument("--official", type=Path, default=None, help="official checkout: time it as the baseline")
+    parser.add_argument("--official-max-views", type=int, default=1000, help="the official code fails beyond 1000")
+    parser.add_argument("--sdpa", action="store_true", help="also time each SDPA backend on a decoder-sized attention")
+    parser.add_argument("--height", type=int, default=384)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32
+    torch.backends.cudnn.allow_tf32 = False
+    out = args.out or RESULTS / f"model_{device_name().split()[-1].lower()}.jsonl"
+    base = {"bench": "model", "commit": commit(), "device": device_name(), "gpus": 1}
+    base |= {"height": args.height, "width": args.width, "torch": torch.__version__}
+    if args.sdpa:
+        for record in sdpa_backends(64 * args.height * args.width // 256, args.device):
+            append(out, base | {"case": "sdpa_backend"} | record)
+    models = {name: build(DTYPES[name], args.device) for name in args.dtypes}
+    if args.compare:
+        fp32 = models.get("fp32") or build(torch.float32, args.device)
+        for views in args.compare:
+            inputs = images(views, args.height, args.width, args.device)
+            reference = timed_forward(fp32, inputs, args.device)
+            append(
+                out,
+                base
+                | {"views": views, "dtype": "fp32", "case": "precision_reference"}
+                | {k: v for k, v in reference.items() if k != "outputs"},
+            )
+            for name in (n for n in args.dtypes if n != "fp32"):
+                other = timed_forward(models[name], inputs, args.device)
+                append(
+                    out,
+                    base
+                    | {"views": views, "dtype": name, "baseline": "fp32", "case": "precision"}
+                    | compare(reference["outputs"], other["outputs"]),
+                )
+        del fp32, reference, other
+    official = None
+    if args.official:
+        from benchmarks.official_baseline import build_official
+
+        state = {k: v.float() for k, v in models[args.dtypes[0]].state_dict().items()}
+        official = build_official(args.official, models[args.dtypes[0]].config.to_dict(), state, args.device)
+        del state
+    timed_forward(models[args.dtypes[0]], images(2, args.height, args.width, args.device), args.device)  # warm-up
+    for views in args.views:
+        inputs = images(views, args.height, args.width, args.device)
+        baseline = {}
+        if official is not None and views <= args.official_max_views:
+            baseline = time_official(official, inputs, args.device)
+            append(out, base | {"views": views, "dtype": "fp16-autocast", "case": "official"} | baseline)
+        for name in args.dtypes:
+            record = base | {"views": views, "dtype": name}
+            try:
+                result = timed_forward(models[name], inputs, args.device)
+                result.pop("outputs")
+                if "seconds" in baseline:
+                    result |= {
+                        "baseline": "official",
+                        "baseline_seconds": baseline["seconds"],
+                        "baseline_peak_gib": baseline["peak_gib"],
+                        "ratio_to_baseline": result["seconds"] / baseline["seconds"],
+                    }
+                append(out, record | result)
+            except torch.OutOfMemoryError as error:
+                append(out, record | {"error": f"out of memory: {str(error).splitlines()[0]}"})
+        del inputs
+
+
+def time_official(model, inputs: list[torch.Tensor], device: str) -> dict:
+    """Wall time and peak memory of the official forward (fp16 autocast), or the error it raised."""
+    from benchmarks.official_baseline import official_forward
+
+    cuda = device.startswith("cuda")
+    official_forward(model, inputs[:2], torch.float16 if cuda else None)  # warm-up
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        start = sync(device)
+        outputs = official_forward(model, inputs, torch.float16 if cuda else None)
+        seconds = sync(device) - start
+        del outputs
+        return {"seconds": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
+    except torch.OutOfMemoryError as error:
+        return {"error": f"out of memory: {str(error).splitlines()[0]}"}
+
+
+if __name__ == "__main__":
+    main()
