@@ -90,25 +90,40 @@ def compare(reference: list[dict], other: list[dict]) -> dict:
     return stats
 
 
-def sdpa_backends(tokens: int, device: str) -> list[dict]:
-    """Achieved TFLOP/s of each SDPA backend on one decoder-sized attention ([1, 16, tokens, 64], bf16)."""
+def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]:
+    """Achieved TFLOP/s of SDPA on one decoder-sized attention ([1, 16, tokens, 64]).
+
+    Every backend in bf16 on contiguous [B, H, N, D] tensors; with ``layouts``, cuDNN also on the strided views the
+    model passes (a [B, N, 3, H, D] qkv tensor permuted) and in fp16.
+    """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    q, k, v = (torch.randn(1, 16, tokens, 64, device=device, dtype=torch.bfloat16) for _ in range(3))
-    records = []
-    for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
-        try:
-            with sdpa_kernel(backend):
+    def measure(backend, q, k, v, repeats):
+        with sdpa_kernel(backend):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            start = sync(device)
+            for _ in range(repeats):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                start = sync(device)
-                for _ in range(3):
-                    torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                seconds = (sync(device) - start) / 3
-            records.append(
-                {"backend": backend.name, "tokens": tokens, "tflops_per_s": 4 * tokens**2 * 1024 / seconds / 1e12}
-            )
+            return (sync(device) - start) / repeats
+
+    repeats = 3 if tokens <= 200_000 else 1
+    flop = 4 * tokens**2 * 1024
+    cases = []
+    contiguous = [torch.randn(1, 16, tokens, 64, device=device, dtype=torch.bfloat16) for _ in range(3)]
+    backends = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
+    cases += [(b.name, "bf16", "BHND", b, contiguous) for b in backends]
+    if layouts:
+        qkv = torch.randn(1, tokens, 3, 16, 64, device=device, dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)
+        cases.append(("CUDNN_ATTENTION", "bf16", "qkv-strided", SDPBackend.CUDNN_ATTENTION, list(qkv)))
+        cases.append(("CUDNN_ATTENTION", "fp16", "BHND", SDPBackend.CUDNN_ATTENTION, [t.half() for t in contiguous]))
+    records = []
+    for name, dtype, layout, backend, (q, k, v) in cases:
+        record = {"backend": name, "tokens": tokens, "dtype": dtype, "layout": layout}
+        try:
+            record["tflops_per_s"] = flop / measure(backend, q, k, v, repeats) / 1e12
         except RuntimeError as error:
-            records.append({"backend": backend.name, "tokens": tokens, "error": str(error).splitlines()[0]})
+            record["error"] = str(error).splitlines()[0]
+        records.append(record)
     return records
 
 
@@ -119,7 +134,8 @@ def main() -> None:
     parser.add_argument("--compare", type=int, nargs="*", default=[8, 64], help="views for bf16-vs-fp32 checks")
     parser.add_argument("--official", type=Path, default=None, help="official checkout: time it as the baseline")
     parser.add_argument("--official-max-views", type=int, default=1000, help="the official code fails beyond 1000")
-    parser.add_argument("--sdpa", action="store_true", help="also time each SDPA backend on a decoder-sized attention")
+    parser.add_argument("--sdpa", type=int, nargs="*", default=[], help="views: time SDPA backends at that size")
+    parser.add_argument("--output-device", default=None, help="move outputs there per head chunk (e.g. cpu)")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -130,10 +146,12 @@ def main() -> None:
     out = args.out or RESULTS / f"model_{device_name().split()[-1].lower()}.jsonl"
     base = {"bench": "model", "commit": commit(), "device": device_name(), "gpus": 1}
     base |= {"height": args.height, "width": args.width, "torch": torch.__version__}
-    if args.sdpa:
-        for record in sdpa_backends(64 * args.height * args.width // 256, args.device):
-            append(out, base | {"case": "sdpa_backend"} | record)
+    for views in args.sdpa:
+        for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
+            append(out, base | {"case": "sdpa_backend", "views": views} | record)
     models = {name: build(DTYPES[name], args.device) for name in args.dtypes}
+    for model in models.values():
+        model.output_device = args.output_device
     if args.compare:
         fp32 = models.get("fp32") or build(torch.float32, args.device)
         for views in args.compare:

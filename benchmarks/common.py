@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def commit() -> str:
+    """The measured commit: FAST3R_COMMIT when set (device copies have no .git), else git's HEAD."""
+    if os.environ.get("FAST3R_COMMIT"):
+        return os.environ["FAST3R_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
