@@ -379,7 +379,8 @@ def _write_one(source: _Source, size: tuple[int, int], staging: Path, num_downsc
     for level in range(1, num_downscales + 1):
         factor = 2**level
         small = (max(1, size[0] // factor), max(1, size[1] // factor))
-        _save(image.resize(small, Image.Resampling.LANCZOS, reducing_gap=3.0), staging / f"images_{factor}" / target.name)
+        small_image = image.resize(small, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        _save(small_image, staging / f"images_{factor}" / target.name)
 
 
 def _write_images(
@@ -424,7 +425,8 @@ def _summary(
     stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
     stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
     stages.update({k: timings[k] for k in ("write images", "write model")})
-    lines.append("Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + f"; total {timings['total']:.1f} s")
+    per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
     lines += notes
     lines.append(f"Next: ns-train splatfacto --data {output_dir}")
     return lines

@@ -31,7 +31,8 @@ class _ExtendingLoader(importlib.abc.Loader):
 
             register(module)
         except Exception as error:  # a broken plugin must never break nerfstudio
-            print(f"fast3r-ns: could not add 'ns-process-data fast3r' ({type(error).__name__}: {error})", file=sys.stderr)
+            reason = f"{type(error).__name__}: {error}"
+            print(f"fast3r-ns: could not add 'ns-process-data fast3r' ({reason})", file=sys.stderr)
 
     def __getattr__(self, name: str):  # get_source, get_filename, is_package, ... of the real loader
         return getattr(self._loader, name)
