@@ -1,6 +1,7 @@
 """Start-up hook (stdlib only) adding ``fast3r`` to ``ns-process-data``, whose subcommands are a fixed Union.
 
-A .pth file at the site-packages root imports this module. It installs a meta-path finder that, when
+A .pth file at the site-packages root loads this file by path (as ``fast3r_ns_nerfstudio_hook``, without importing
+the ``fast3r_ns`` package, whose ``__init__`` may import torch). It installs a meta-path finder that, when
 ``nerfstudio.scripts.process_data`` is imported, runs the real module and then extends its ``Commands``
 (see ``fast3r_ns.nerfstudio.process_data.register``). Failures are reported on stderr and never break
 nerfstudio.
@@ -9,7 +10,6 @@ nerfstudio.
 from __future__ import annotations
 
 import importlib.abc
-import importlib.machinery
 import sys
 
 TARGET = "nerfstudio.scripts.process_data"
@@ -17,6 +17,8 @@ TARGET = "nerfstudio.scripts.process_data"
 
 class _ExtendingLoader(importlib.abc.Loader):
     """Wraps the real loader: executes the module, then registers the subcommand."""
+
+    fast3r_ns_hook = True
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self._loader = loader
@@ -41,6 +43,8 @@ class _ExtendingLoader(importlib.abc.Loader):
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds nothing itself; wraps the loader of ``TARGET`` found by the other finders."""
 
+    fast3r_ns_hook = True  # marks the finder whichever copy of this module installed it
+
     def find_spec(self, fullname, path, target=None):
         if fullname != TARGET:
             return None
@@ -49,7 +53,7 @@ class _Finder(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                if spec.loader is not None and not isinstance(spec.loader, _ExtendingLoader):
+                if spec.loader is not None and not getattr(spec.loader, "fast3r_ns_hook", False):
                     spec.loader = _ExtendingLoader(spec.loader)
                 return spec
         return None
@@ -57,7 +61,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Put the finder first on ``sys.meta_path`` (once)."""
-    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+    if not any(getattr(finder, "fast3r_ns_hook", False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
 
 
