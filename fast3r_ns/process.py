@@ -94,6 +94,7 @@ class ProcessResult:
     num_points: int
     timings: dict[str, float] = field(default_factory=dict)
     summary: list[str] = field(default_factory=list)
+    reconstruction: Reconstruction | None = None  # cameras and points as written (before nerfstudio's rotation)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def process(
 
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
+    result.reconstruction = reconstruction
     result.summary = _summary(config, reconstruction, sources, timings, notes, output_dir)
     console.rule("[bold green]:tada: :tada: :tada: All DONE :tada: :tada: :tada:")
     for line in result.summary:
@@ -422,6 +424,8 @@ def _summary(
         names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
         lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
     lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
+    if len(reconstruction.points) == 0:
+        lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
     stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
     stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
     stages.update({k: timings[k] for k in ("write images", "write model")})

@@ -30,6 +30,15 @@ def project(points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray
     return np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], axis=1)
 
 
+def project_parsed(cameras, index: int, points) -> np.ndarray:
+    """Pixels [M, 2] of world points (torch [M, 3]) through camera ``index`` of a nerfstudio ``Cameras``
+    (OpenGL axes: x right, y up, looking down -z; camera_to_worlds [N, 3, 4])."""
+    c2w = cameras.camera_to_worlds[index].double().numpy()
+    cam = (points.double().numpy() - c2w[:, 3]) @ c2w[:, :3]
+    fx, fy, cx, cy = (float(v[index]) for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
+    return np.stack([fx * cam[:, 0] / -cam[:, 2] + cx, fy * -cam[:, 1] / -cam[:, 2] + cy], axis=1)
+
+
 def make_reconstruction(
     sizes: list[tuple[int, int]] | None = None,
     shared: bool = True,

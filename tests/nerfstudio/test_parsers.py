@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
-from synthetic_cameras import fake_reconstruct, write_images
+from synthetic_cameras import fake_reconstruct, project_parsed, write_images
 
 from fast3r_ns.io.ply import read_ply
 from fast3r_ns.process import ProcessConfig, process
@@ -43,14 +43,6 @@ def shared_scene(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixed_scene(tmp_path_factory):
     return _process(tmp_path_factory.mktemp("mixed"), [(96, 72), (72, 96), (80, 64)], num_downscales=1)
-
-
-def _project(cameras, index: int, points: torch.Tensor) -> np.ndarray:
-    """Pixels of world points through parsed camera ``index`` (nerfstudio: OpenGL axes, c2w [3, 4])."""
-    c2w = cameras.camera_to_worlds[index].double()
-    cam = (points.double() - c2w[:, 3]) @ c2w[:, :3]
-    fx, fy, cx, cy = (float(v[index]) for v in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
-    return np.stack([fx * cam[:, 0] / -cam[:, 2] + cx, fy * -cam[:, 1] / -cam[:, 2] + cy], axis=1)
 
 
 def test_layout(shared_scene):
@@ -88,7 +80,9 @@ def test_nerfstudio_dataparser(scene, request):
     np.testing.assert_array_equal(outputs.metadata["points3D_rgb"].numpy(), rec.colors)
     for index in range(rec.num_images):
         mine = torch.from_numpy(rec.point_image == index)
-        np.testing.assert_allclose(_project(cameras, index, points[mine]), rec.point_pixel[mine.numpy()], atol=2e-3)
+        np.testing.assert_allclose(
+            project_parsed(cameras, index, points[mine]), rec.point_pixel[mine.numpy()], atol=2e-3
+        )
 
 
 def test_nerfstudio_dataparser_downscaled(shared_scene):
@@ -117,7 +111,9 @@ def test_colmap_dataparser(scene, request):
     for index in range(rec.num_images):
         mine = image_ids == index + 1
         assert int(mine.sum()) == int(np.sum(rec.point_image == index))
-        np.testing.assert_allclose(_project(outputs.cameras, index, points[mine]), pixels[mine.numpy()], atol=2e-3)
+        np.testing.assert_allclose(
+            project_parsed(outputs.cameras, index, points[mine]), pixels[mine.numpy()], atol=2e-3
+        )
         expected = rec.point_pixel[rec.point_image == index]
         assert {tuple(np.round(p, 3)) for p in pixels[mine.numpy()]} == {tuple(np.round(p, 3)) for p in expected}
 
