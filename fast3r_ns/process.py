@@ -42,7 +42,8 @@ ReconstructFn = Callable[..., "Reconstruction"]
 
 @dataclass
 class ProcessConfig:
-    """Options of ``ns-process-data fast3r`` and ``fast3r-ns process``."""
+    """Process images or a video into a nerfstudio dataset with Fast3R: images/, transforms.json, sparse_pc.ply
+    and a COLMAP model. (The options of both ``fast3r-ns process`` and ``ns-process-data fast3r``.)"""
 
     data: Path
     """Folder of images (searched recursively, hidden files skipped) or a video file."""

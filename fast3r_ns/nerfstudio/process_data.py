@@ -9,7 +9,7 @@ from typing import Annotated, Union
 import tyro
 from nerfstudio.process_data.base_converter_to_nerfstudio_dataset import BaseConverterToNerfstudioDataset
 
-from ..process import ProcessConfig
+from ..process import CONSOLE, ProcessConfig, run_cli
 
 SUBCOMMAND = "fast3r"
 
@@ -22,6 +22,14 @@ class ProcessFast3R(ProcessConfig, BaseConverterToNerfstudioDataset):
 
     def __post_init__(self) -> None:
         """Create nothing yet (the base class makes the folders): the output appears only once complete."""
+
+    def main(self) -> None:
+        """Run; exit 1 on any error (ns-process-data itself logs RuntimeError/ValueError and exits 0)."""
+        try:
+            run_cli(self)
+        except (RuntimeError, ValueError):
+            CONSOLE.print_exception()
+            raise SystemExit(1) from None
 
 
 def register(module: ModuleType) -> None:
