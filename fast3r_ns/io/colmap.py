@@ -1,0 +1,58 @@
+"""Reconstruction -> a COLMAP sparse model (cameras, images, points3D .bin) written with pycolmap.
+
+Each point becomes a 3D point whose track holds one observation: the image it was predicted from and its pixel
+there (a Point2D of that image). Cameras are PINHOLE; one camera when all images share size and intrinsics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..reconstruction import Reconstruction
+from .transforms import shares_one_camera
+
+
+def build_colmap_model(reconstruction: Reconstruction, image_names: list[str]):  # -> pycolmap.Reconstruction
+    """A pycolmap.Reconstruction of the cameras and points; image_names are relative to the image folder."""
+    import pycolmap
+
+    if len(image_names) != reconstruction.num_images:
+        raise ValueError(f"{len(image_names)} image names for {reconstruction.num_images} images")
+    model = pycolmap.Reconstruction()
+    shared = shares_one_camera(reconstruction)
+    for index in range(1 if shared else reconstruction.num_images):
+        width, height = (int(v) for v in reconstruction.image_sizes[index])
+        fx, fy, cx, cy = (float(v) for v in reconstruction.intrinsics[index])
+        camera = pycolmap.Camera.create_from_model_name(index + 1, "PINHOLE", fx, width, height)
+        camera.params = [fx, fy, cx, cy]
+        model.add_camera_with_trivial_rig(camera)
+
+    point_image = np.asarray(reconstruction.point_image)
+    order = np.argsort(point_image, kind="stable")
+    starts = np.searchsorted(point_image[order], np.arange(reconstruction.num_images + 1))
+    world_to_cam = reconstruction.world_to_cam
+    for index, name in enumerate(image_names):
+        rows = order[starts[index] : starts[index + 1]]
+        keypoints = np.asarray(reconstruction.point_pixel[rows], dtype=np.float64).reshape(-1, 2)
+        image = pycolmap.Image(name=name, keypoints=keypoints, camera_id=1 if shared else index + 1, image_id=index + 1)
+        model.add_image_with_trivial_frame(image, pycolmap.Rigid3d(world_to_cam[index, :3, :4]))
+
+    points = np.asarray(reconstruction.points, dtype=np.float64)
+    colors = np.asarray(reconstruction.colors, dtype=np.uint8)
+    for index in range(reconstruction.num_images):
+        for point2d_index, row in enumerate(order[starts[index] : starts[index + 1]]):
+            track = pycolmap.Track()
+            track.add_element(index + 1, point2d_index)
+            model.add_point3D(points[row], track, colors[row])
+    model.update_point_3d_errors()
+    return model
+
+
+def write_colmap_model(folder: str | Path, reconstruction: Reconstruction, image_names: list[str]) -> Path:
+    """Write cameras.bin, images.bin, points3D.bin (and pycolmap's rigs.bin, frames.bin) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    build_colmap_model(reconstruction, image_names).write(str(folder))
+    return folder

@@ -1,0 +1,107 @@
+"""Reconstruction -> nerfstudio's transforms.json, following ``colmap_to_json`` of nerfstudio 1.1.5.
+
+nerfstudio's convention: camera axes OpenGL (x right, y up, z back) and the world rotated by
+``APPLIED_TRANSFORM`` ((x, y, z) -> (x, z, -y)), recorded in the file; the PLY gets the same rotation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..reconstruction import Reconstruction
+
+# Private copies of fast3r_ns.geometry.conventions.{APPLIED_TRANSFORM, opencv_to_opengl}: replace on merge.
+_APPLIED_TRANSFORM = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0]])
+
+
+def _opencv_to_opengl(cam_to_world: np.ndarray) -> np.ndarray:
+    """[..., 4, 4] camera-to-world with OpenCV camera axes -> OpenGL camera axes (camera y and z flipped)."""
+    out = np.array(cam_to_world, dtype=np.float64, copy=True)
+    out[..., :3, 1:3] *= -1
+    return out
+
+
+def nerfstudio_cam_to_world(cam_to_world: np.ndarray) -> np.ndarray:
+    """[N, 4, 4] OpenCV camera-to-world -> nerfstudio's transform_matrix (OpenGL axes, rotated world)."""
+    world = np.eye(4)
+    world[:3] = _APPLIED_TRANSFORM
+    return world @ _opencv_to_opengl(cam_to_world)
+
+
+def nerfstudio_points(points: np.ndarray) -> np.ndarray:
+    """[M, 3] world points -> the rotated world of transforms.json (float32, as the PLY stores them)."""
+    return (np.asarray(points, dtype=np.float64) @ _APPLIED_TRANSFORM[:, :3].T).astype(np.float32)
+
+
+def shares_one_camera(reconstruction: Reconstruction) -> bool:
+    """True when every image has the same size and intrinsics, so one camera describes them all."""
+    sizes, intrinsics = reconstruction.image_sizes, reconstruction.intrinsics
+    return bool(np.all(sizes == sizes[:1]) and np.all(intrinsics == intrinsics[:1]))
+
+
+def camera_params(width: int, height: int, intrinsics: np.ndarray) -> dict[str, Any]:
+    """nerfstudio's per-camera keys for a pinhole camera: OPENCV with zero distortion, as colmap_to_json writes."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    return {
+        "w": int(width),
+        "h": int(height),
+        "fl_x": fx,
+        "fl_y": fy,
+        "cx": cx,
+        "cy": cy,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "camera_model": "OPENCV",
+    }
+
+
+def transforms_dict(
+    reconstruction: Reconstruction,
+    file_paths: list[str],
+    ply_file_path: str = "sparse_pc.ply",
+    original_paths: list[str] | None = None,
+) -> dict[str, Any]:
+    """The content of transforms.json.
+
+    file_paths: per image, relative to the output folder (``images/frame_00001.jpg``); original_paths: the
+    source files, recorded per frame as ``original_file_path``. Intrinsics go at the top level when one camera
+    fits all images, in each frame otherwise.
+    """
+    if len(file_paths) != reconstruction.num_images:
+        raise ValueError(f"{len(file_paths)} file paths for {reconstruction.num_images} images")
+    shared = shares_one_camera(reconstruction)
+    out: dict[str, Any] = {}
+    if shared:
+        out.update(camera_params(*reconstruction.image_sizes[0], reconstruction.intrinsics[0]))
+    matrices = nerfstudio_cam_to_world(reconstruction.cam_to_world)
+    frames = []
+    for index, file_path in enumerate(file_paths):
+        frame: dict[str, Any] = {
+            "file_path": file_path,
+            "transform_matrix": matrices[index].tolist(),
+            "colmap_im_id": index + 1,
+        }
+        if original_paths is not None:
+            frame["original_file_path"] = original_paths[index]
+        if not bool(reconstruction.pose_ok[index]):
+            frame["pose_ok"] = False
+        if not shared:
+            frame.update(camera_params(*reconstruction.image_sizes[index], reconstruction.intrinsics[index]))
+        frames.append(frame)
+    out["frames"] = frames
+    out["applied_transform"] = _APPLIED_TRANSFORM.tolist()
+    out["ply_file_path"] = ply_file_path
+    return out
+
+
+def write_transforms(path: str | Path, content: dict[str, Any]) -> Path:
+    """Write transforms.json (UTF-8, indented like nerfstudio's)."""
+    path = Path(path)
+    path.write_text(json.dumps(content, indent=4, ensure_ascii=False), encoding="utf-8")
+    return path
