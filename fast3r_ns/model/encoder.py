@@ -25,9 +25,9 @@ class PatchEmbed(nn.Module):
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
         tokens = self.proj(images).flatten(2).transpose(1, 2)
         rows, cols = height // self.patch_size, width // self.patch_size
-        grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), dim=-1).reshape(
-            1, rows * cols, 2
-        )
+        grid = torch.stack(
+            torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), dim=-1
+        ).reshape(1, rows * cols, 2)
         return tokens, grid.to(images.device).expand(n, -1, -1)
 
 
