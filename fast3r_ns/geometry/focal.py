@@ -46,9 +46,11 @@ def estimate_focal(
 ) -> torch.Tensor:
     """Robust weighted focal per view [V] (or one value repeated, ``shared``), same unit as ``offsets``.
 
-    Minimises sum w_i * rho(|offset_i - f * ray_i|): a weighted least-squares start, then Weiszfeld iterations
-    (rho = L1 of the 2-D error) and a final Cauchy stage with a scale from the median residual, which gives
-    gross outliers (wrong depths, wrong points) a vanishing weight. Square pixels (fx = fy).
+    The pixel offsets are exact and the rays carry the pointmap's errors, so the fit regresses rays on offsets,
+    ray ~ offset / f, which (unlike offset ~ f * ray) has no errors-in-variables bias towards short focals.
+    Minimises sum w_i * rho(|ray_i - offset_i / f|): a weighted least-squares start, then Weiszfeld iterations
+    (rho = L1 of the 2-D error) and a final Cauchy stage with a scale from the median residual, which gives gross
+    outliers (wrong depths, wrong points) a vanishing weight. Square pixels (fx = fy).
     """
     rays, offsets, weights = rays.double(), offsets.double(), weights.double()
     finite = torch.isfinite(rays).all(-1) & torch.isfinite(offsets).all(-1)
@@ -56,23 +58,26 @@ def estimate_focal(
     rays = torch.where(finite[..., None], rays, torch.zeros_like(rays))
     offsets = torch.where(finite[..., None], offsets, torch.zeros_like(offsets))
     dot = (rays * offsets).sum(-1)  # [V, N]
-    norm = rays.square().sum(-1)
+    norm = offsets.square().sum(-1)
     dims = (0, 1) if shared else (1,)
 
     def solve(w: torch.Tensor) -> torch.Tensor:
-        f = (w * dot).sum(dims, keepdim=True) / (w * norm).sum(dims, keepdim=True)  # [V or 1, 1]
-        return f.expand(rays.shape[0], 1)
+        """Inverse focal [V, 1] of the weighted least-squares fit."""
+        g = (w * dot).sum(dims, keepdim=True) / (w * norm).sum(dims, keepdim=True)  # [V or 1, 1]
+        return g.expand(rays.shape[0], 1)
 
-    focal = solve(weights)
+    def residual(g: torch.Tensor) -> torch.Tensor:
+        return (rays - g[..., None] * offsets).norm(dim=-1)  # [V, N]
+
+    inverse = solve(weights)
     for _ in range(iterations):
-        residual = (offsets - focal[..., None] * rays).norm(dim=-1)  # [V, N]
-        focal = solve(weights / residual.clamp_min(1e-6))
-    residual = (offsets - focal[..., None] * rays).norm(dim=-1)
-    scale = _masked_median(residual, weights > 0, dims).clamp_min(1e-6)  # [V or 1, 1]
+        inverse = solve(weights / residual(inverse).clamp_min(1e-9))
+    errors = residual(inverse)
+    scale = _masked_median(errors, weights > 0, dims).clamp_min(1e-9)  # [V or 1, 1]
     for _ in range(5):
-        focal = solve(weights / (1.0 + (residual / (3.0 * scale)).square()))
-        residual = (offsets - focal[..., None] * rays).norm(dim=-1)
-    return focal[:, 0]
+        inverse = solve(weights / (1.0 + (errors / (3.0 * scale)).square()))
+        errors = residual(inverse)
+    return 1.0 / inverse[:, 0]
 
 
 def _masked_median(values: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
