@@ -109,22 +109,19 @@ class OraclePredictor:
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:
         if len(views) != len(self.scene.cameras):
             raise ValueError(f"{len(views)} views for a scene of {len(self.scene.cameras)} cameras")
-        raw = [self.view_outputs(i, v.shape[-2], v.shape[-1]) for i, v in enumerate(views)]
-        global_scale = 1.0
-        if self.normalize:
-            norms = [np.linalg.norm(r["pts3d_in_other_view"], axis=-1) for r in raw]
-            global_scale = sum(n.sum() for n in norms) / sum(n.size for n in norms)
         outputs = []
-        for view, r in zip(views, raw):
-            local_scale = np.linalg.norm(r["pts3d_local"], axis=-1).mean() if self.normalize else 1.0
-            batch = view.shape[0]
-            item = {
-                "pts3d_in_other_view": r["pts3d_in_other_view"] / global_scale,
-                "conf": r["conf"],
-                "pts3d_local": r["pts3d_local"] / local_scale,
-                "conf_local": r["conf_local"],
-            }
-            outputs.append(
-                {k: torch.from_numpy(v.astype(np.float32))[None].expand(batch, *v.shape) for k, v in item.items()}
-            )
+        norm_sum, norm_count = 0.0, 0
+        for index, view in enumerate(views):
+            raw = self.view_outputs(index, view.shape[-2], view.shape[-1])
+            if self.normalize:
+                norm_sum += float(np.linalg.norm(raw["pts3d_in_other_view"], axis=-1).sum())
+                norm_count += raw["conf"].size
+                raw["pts3d_local"] /= np.linalg.norm(raw["pts3d_local"], axis=-1).mean()
+            outputs.append({k: torch.from_numpy(v.astype(np.float32))[None] for k, v in raw.items()})
+        for output, view in zip(outputs, views):
+            if self.normalize:
+                output["pts3d_in_other_view"] /= norm_sum / norm_count
+            if view.shape[0] != 1:
+                for key, value in output.items():
+                    output[key] = value.expand(view.shape[0], *value.shape[1:])
         return outputs
