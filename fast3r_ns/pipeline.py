@@ -42,8 +42,8 @@ class ReconstructOptions:
     """Voxel-thin the cloud to about this many points (a good size to initialise splatfacto). Default is 500_000."""
     device: str | None = None
     """Torch device for the geometry; None picks "cuda" when available, else "cpu". Default is None."""
-    solver_points: int = 16_384
-    """Pixels per view (a regular grid subsample) used to estimate focal and pose. Default is 16_384."""
+    solver_points: int = 8192
+    """Pixels per view (a regular grid subsample) used to estimate focal and pose. Default is 8192."""
     solver_conf_percentile: float = 10.0
     """Ignore the lowest X percent confidence pixels of each view when estimating cameras. Default is 10.0."""
     pose_iterations: int = 6
@@ -131,7 +131,7 @@ def reconstruct_from_predictions(
         image_sizes=np.array([image.original_size for image in images], dtype=np.int64),
         intrinsics=cameras.intrinsics,
         cam_to_world=cameras.cam_to_world,
-        view_confidence=np.array([float(_first(p["conf"]).float().median()) for p in predictions]),
+        view_confidence=points["view_confidence"],
         pose_ok=np.array([note == "" for note in cameras.notes]),
         points=points["points"],
         colors=points["colors"],
@@ -305,15 +305,18 @@ def _point_cloud(
     device: torch.device,
     progress: Progress | None,
 ) -> dict[str, np.ndarray]:
-    """Confidence-filtered, voxel-thinned world points with their image, original pixel and original colour."""
+    """Confidence-filtered, voxel-thinned world points with their image, original pixel and original colour; also
+    the median global confidence of each view."""
     count = len(images)
     per_view_cap = int(math.ceil(4 * options.max_points / count))
     sampler = PointSampler(per_view_cap, seed=options.seed)
     use_local = options.point_source == "local" and options.focal_mode != "official"
+    view_confidence = np.empty(count)
     for view, prediction in enumerate(predictions):
+        conf = _first(prediction["conf"]).reshape(-1).to(device, torch.float32)
+        view_confidence[view] = float(conf.nanmedian())
         if options.drop_untrusted_views and cameras.notes[view]:
             continue
-        conf = _first(prediction["conf"]).reshape(-1).to(device, torch.float32)
         mask = confidence_mask(conf[None], options.conf_percentile, options.min_confidence)[0]
         if use_local:
             pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
@@ -351,4 +354,5 @@ def _point_cloud(
         "confidence": conf.numpy(),
         "image": view_np.astype(np.int32),
         "pixel": pixels,
+        "view_confidence": view_confidence,
     }

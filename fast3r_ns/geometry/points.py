@@ -41,7 +41,10 @@ class PointSampler:
         pixel_index: torch.Tensor,  # [N] int64 flat index into the view's network image
     ) -> None:
         if len(points) > self.per_view_cap:
-            keep = torch.randperm(len(points), generator=self.generator)[: self.per_view_cap].to(points.device)
+            # Evenly spaced picks with a random phase: a uniform thinning in image order, cheaper than randperm.
+            phase = float(torch.rand((), generator=self.generator))
+            step = len(points) / self.per_view_cap
+            keep = ((torch.arange(self.per_view_cap, dtype=torch.float64) + phase) * step).long().to(points.device)
             points, conf, pixel_index = points[keep], conf[keep], pixel_index[keep]
         view_index = torch.full((len(points),), view, dtype=torch.int32)
         self.chunks.append((points.float().cpu(), conf.float().cpu(), view_index, pixel_index.to(torch.int32).cpu()))
