@@ -329,7 +329,7 @@ def _point_cloud(
         sampler.add(view, points[index], conf[index], index)
         if progress and (view + 1) % options.chunk_views == 0:
             progress(f"points: {view + 1}/{count} views")
-    points, conf, view_index, pixel_index = sampler.finish(options.max_points)
+    points, conf, view_index, pixel_index = sampler.finish(options.max_points, device)
     pixels = np.empty((len(points), 2), dtype=np.float32)
     colors = np.empty((len(points), 3), dtype=np.uint8)
     view_np, pixel_np = view_index.numpy(), pixel_index.numpy().astype(np.int64)

@@ -155,3 +155,26 @@ def test_mismatched_predictions_are_rejected(mixed) -> None:
         reconstruct_from_predictions(images[:-1], predictions)
     with pytest.raises(ValueError, match="grid"):
         reconstruct_from_predictions(images[::-1], predictions)
+
+
+def test_local_point_source_and_network_colours(mixed) -> None:
+    scene, images = mixed
+    options = ReconstructOptions(point_source="local", colors="network", max_points=3000, device="cpu")
+    result = reconstruct(images, OraclePredictor(scene, images, seed=4), options)
+    # Local points moved by the estimated similarity land where the global head puts them (exact data).
+    reference = reconstruct(images, OraclePredictor(scene, images, seed=4), ReconstructOptions(device="cpu"))
+    scale = np.linalg.norm(reference.points, axis=1).mean()
+    for view in range(len(images)):
+        sel = result.point_image == view
+        world_to_cam = np.linalg.inv(result.cam_to_world[view])
+        cam = result.points[sel].astype(np.float64) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+        fx, fy, cx, cy = result.intrinsics[view]
+        projected = np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], -1)
+        np.testing.assert_allclose(projected, result.point_pixel[sel], atol=2e-3)
+        assert np.linalg.norm(cam, axis=1).max() < 10 * scale
+    # Network colours are the preprocessed (resized) image: close to, not equal to, the original pixels.
+    rgb = scene.render(0)["rgb"]
+    sel = result.point_image == 0
+    cols, rows = np.floor(result.point_pixel[sel]).astype(int).T
+    difference = np.abs(result.colors[sel].astype(int) - rgb[rows, cols]).mean()
+    assert difference < 40

@@ -49,8 +49,13 @@ class PointSampler:
         view_index = torch.full((len(points),), view, dtype=torch.int32)
         self.chunks.append((points.float().cpu(), conf.float().cpu(), view_index, pixel_index.to(torch.int32).cpu()))
 
-    def finish(self, max_points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(points [M, 3], conf [M], view [M], pixel index [M]) with M <= max_points, sorted by view."""
+    def finish(
+        self, max_points: int, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(points [M, 3], conf [M], view [M], pixel index [M]) on the CPU with M <= max_points, sorted by view.
+
+        The pool is voxel-thinned on ``device``.
+        """
         if not self.chunks:
             return (
                 torch.zeros(0, 3),
@@ -61,7 +66,7 @@ class PointSampler:
         points, conf, view, pixel = (torch.cat(parts) for parts in zip(*self.chunks))
         self.chunks = []
         if len(points) > max_points:
-            keep = voxel_thin(points, conf, max_points, self.generator)
+            keep = voxel_thin(points.to(device), conf.to(device), max_points, self.generator).cpu()
             keep = keep.sort().values
             points, conf, view, pixel = points[keep], conf[keep], view[keep], pixel[keep]
         return points, conf, view, pixel
@@ -101,11 +106,11 @@ def voxel_thin(
         size = size * math.exp((math.log(0.93 * target) - math.log(max(occupied, 1))) / slope)
     order = torch.argsort(conf, descending=True)
     _, inverse = torch.unique(keys[order], return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), len(order), dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(len(order)), reduce="amin")
+    first = torch.full((int(inverse.max()) + 1,), len(order), dtype=torch.int64, device=points.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(order), device=points.device), reduce="amin")
     keep = order[first]
     if len(keep) > target:
-        keep = keep[torch.randperm(len(keep), generator=generator)[:target]]
+        keep = keep[torch.randperm(len(keep), generator=generator)[:target].to(points.device)]
     return keep
 
 
