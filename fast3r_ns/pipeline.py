@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_original, pixel_centers
+from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_original
 from .geometry.focal import estimate_focal, focal_official
 from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .geometry.pose import pnp_official, solve_poses
@@ -67,6 +68,8 @@ class ReconstructOptions:
     colors: Literal["original", "network"] = "original"
     """Point colours from the original image files, or from the network input (no file reads). Default is
     "original"."""
+    io_workers: int = 8
+    """Threads reading the original images for the point colours. Default is 8."""
     chunk_views: int = 64
     """Views processed together (bounds memory for long sequences). Default is 64."""
     pnp_iterations: int = 100
@@ -220,10 +223,10 @@ def _solver_sample(image: PreparedImage, prediction: Output, options: Reconstruc
     stride = max(1, int(math.floor(math.sqrt(width * height / max(1, options.solver_points)))))
     rows = torch.arange(stride // 2, height, stride)
     cols = torch.arange(stride // 2, width, stride)
-    local = _first(prediction["pts3d_local"])[rows][:, cols].reshape(-1, 3).float()
-    world = _first(prediction["pts3d_in_other_view"])[rows][:, cols].reshape(-1, 3).float()
-    conf = _first(prediction["conf"])[rows][:, cols].reshape(-1).float()
-    conf_local = _first(prediction["conf_local"])[rows][:, cols].reshape(-1).float()
+    local = _first(prediction["pts3d_local"])[rows][:, cols].reshape(-1, 3).float().cpu()
+    world = _first(prediction["pts3d_in_other_view"])[rows][:, cols].reshape(-1, 3).float().cpu()
+    conf = _first(prediction["conf"])[rows][:, cols].reshape(-1).float().cpu()
+    conf_local = _first(prediction["conf_local"])[rows][:, cols].reshape(-1).float().cpu()
     keep = confidence_mask(conf[None], options.solver_conf_percentile, 1.0)[0]
     keep &= confidence_mask(conf_local[None], options.solver_conf_percentile, 1.0)[0]
     grid_y, grid_x = torch.meshgrid(rows.double() + 0.5, cols.double() + 0.5, indexing="ij")
@@ -271,8 +274,8 @@ def _cameras_official(
         network = np.array([focal, focal, width / 2 + OFFICIAL_PIXEL_OFFSET, height / 2 + OFFICIAL_PIXEL_OFFSET])
         intrinsics[view] = intrinsics_to_original(network, image.scale_to_original, image.crop_offset)
         pose, _ = pnp_official(
-            _first(prediction["pts3d_in_other_view"]).numpy(),
-            _first(prediction["conf"]).numpy(),
+            _first(prediction["pts3d_in_other_view"]).float().cpu().numpy(),
+            _first(prediction["conf"]).float().cpu().numpy(),
             focal,
             iterations=options.pnp_iterations,
         )
@@ -334,20 +337,26 @@ def _point_cloud(
     colors = np.empty((len(points), 3), dtype=np.uint8)
     view_np, pixel_np = view_index.numpy(), pixel_index.numpy().astype(np.int64)
     bounds = np.searchsorted(view_np, np.arange(count + 1))
-    for view in range(count):
+
+    def fill(view: int) -> None:
         lo, hi = bounds[view], bounds[view + 1]
         if lo == hi:
-            continue
+            return
         image = images[view]
-        width, height = image.size
-        network_xy = pixel_centers(height, width).reshape(-1, 2)[pixel_np[lo:hi]]
+        width = image.size[0]
+        flat = pixel_np[lo:hi]
+        network_xy = np.stack([flat % width + 0.5, flat // width + 0.5], axis=-1)  # pixel centres, conventions
         original_xy = image.to_original(network_xy)
         pixels[lo:hi] = original_xy
         if options.colors == "original":
             colors[lo:hi] = sample_colors(np.asarray(open_rgb(image.path)), original_xy)
         else:
-            rgb = ((image.tensor[0].permute(1, 2, 0).reshape(-1, 3) + 1.0) * 127.5).round().clamp(0, 255)
-            colors[lo:hi] = rgb[torch.from_numpy(pixel_np[lo:hi])].to(torch.uint8).numpy()
+            rgb = image.tensor[0].reshape(3, -1)[:, torch.from_numpy(flat)].T
+            colors[lo:hi] = ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    # Decoding the original images dominates for large inputs; PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=max(1, options.io_workers)) as pool:
+        list(pool.map(fill, range(count)))
     return {
         "points": points.numpy(),
         "colors": colors,

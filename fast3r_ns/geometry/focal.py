@@ -24,7 +24,9 @@ def focal_official(
     mask = conf >= torch.quantile(conf.reshape(-1), quantile)
     if not bool(mask.any()):
         return max(height, width) / (2.0 * math.tan(math.radians(30.0)))
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=conf.device), torch.arange(width, device=conf.device), indexing="ij"
+    )
     offsets = torch.stack([cols - width / 2, rows - height / 2], dim=-1).float()[mask]  # [N, 2]
     rays = torch.nan_to_num(points[..., :2] / points[..., 2:3], nan=0.0, posinf=0.0, neginf=0.0)[mask]
     dot = (rays * offsets).sum(-1)  # [N]
