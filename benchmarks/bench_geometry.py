@@ -58,14 +58,16 @@ def accuracy_cases(device: str, write) -> None:
     mixed_sizes = [(640, 480), (480, 480), (480, 640), (640, 480), (720, 480), (640, 480), (600, 450), (640, 360)]
     mixed_factors = [1.0, 0.7, 1.3, 0.85, 1.15, 1.45, 0.6, 1.0]
     cases = [
-        ("mixed_cameras", mixed_sizes, mixed_factors, 0.02, "per-view"),
-        ("mixed_cameras", mixed_sizes, mixed_factors, 0.03, "per-view"),
-        ("one_camera", [(640, 480)] * 8, [1.0] * 8, 0.03, "shared"),
-        ("one_camera", [(640, 480)] * 8, [1.0] * 8, 0.03, "per-view"),
+        # (name, sizes, focal factors, depth noise, focal mode, refine poses, seed); equal seeds = same data
+        ("mixed_cameras", mixed_sizes, mixed_factors, 0.02, "per-view", False, 0),
+        ("mixed_cameras", mixed_sizes, mixed_factors, 0.03, "per-view", False, 1),
+        ("mixed_cameras", mixed_sizes, mixed_factors, 0.03, "per-view", True, 1),
+        ("one_camera", [(640, 480)] * 8, [1.0] * 8, 0.03, "shared", False, 3),
+        ("one_camera", [(640, 480)] * 8, [1.0] * 8, 0.03, "per-view", False, 3),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for case_index, (name, sizes, factors, depth_noise, mode) in enumerate(cases):
-            scene = make_scene(len(sizes), image_size=sizes, focal_factors=factors, arc_degrees=100, seed=case_index)
+        for case_index, (name, sizes, factors, depth_noise, mode, refine, seed) in enumerate(cases):
+            scene = make_scene(len(sizes), image_size=sizes, focal_factors=factors, arc_degrees=100, seed=seed)
             images = load_images(scene.write_images(Path(tmp) / str(case_index)), size=512)
             noise = {
                 "depth_noise": depth_noise,
@@ -73,9 +75,10 @@ def accuracy_cases(device: str, write) -> None:
                 "outlier_fraction": 0.05,
                 "low_conf_fraction": 0.1,
             }
-            predictions = OraclePredictor(scene, images, **noise, seed=case_index)([im.tensor for im in images])
+            predictions = OraclePredictor(scene, images, **noise, seed=seed)([im.tensor for im in images])
             start = time.perf_counter()
-            ours = reconstruct_from_predictions(images, predictions, ReconstructOptions(focal_mode=mode, device=device))
+            options = ReconstructOptions(focal_mode=mode, refine_poses=refine, device=device)
+            ours = reconstruct_from_predictions(images, predictions, options)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
             official = reconstruct_from_predictions(images, predictions, ReconstructOptions(focal_mode="official"))
@@ -85,6 +88,8 @@ def accuracy_cases(device: str, write) -> None:
                 {
                     "case": f"accuracy_{name}",
                     "focal_mode": mode,
+                    "refine_poses": refine,
+                    "seed": seed,
                     "views": len(images),
                     "height": images[0].size[1],
                     "width": images[0].size[0],

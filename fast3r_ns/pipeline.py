@@ -18,7 +18,7 @@ import torch
 from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_original
 from .geometry.focal import estimate_focal, focal_official
 from .geometry.points import PointSampler, confidence_mask, sample_colors
-from .geometry.pose import pnp_official, solve_poses
+from .geometry.pose import pnp_official, refine_reprojection, solve_poses
 from .io.images import PreparedImage, open_rgb
 from .predictor import Output, Predictor
 from .reconstruction import Reconstruction
@@ -60,6 +60,10 @@ class ReconstructOptions:
     focal_range: tuple[float, float] = (0.1, 10.0)
     """Plausible focal lengths as multiples of the original image's long side; outside, the view is not trusted.
     Default is (0.1, 10.0)."""
+    refine_poses: bool = False
+    """After the local->global fit, refine each pose by robust Gauss-Newton on the reprojection error of the
+    global points (a PnP refinement with the estimated focal); makes the cameras agree with the global cloud when
+    the two heads disagree. Default is False."""
     point_source: Literal["global", "local"] = "global"
     """Cloud from the global pointmap, or from each local pointmap moved by its estimated pose ("official" mode
     always uses the global one). Default is "global"."""
@@ -207,6 +211,17 @@ def _cameras_robust(
             max_residual=options.max_residual,
             min_inlier_fraction=options.min_inlier_fraction,
         )
+        if options.refine_poses:
+            offsets, _, global_weights = _stack(
+                [s["offsets"] for s in chunk],
+                [s["offsets"] for s in chunk],
+                [s["global_weights"] for s in chunk],
+                device,
+            )
+            chunk_focal = torch.from_numpy(focal[begin : begin + len(chunk)]).to(device)
+            refined = refine_reprojection(poses.cam_to_world, world, offsets, chunk_focal, global_weights)
+            finite = torch.isfinite(refined).all(-1).all(-1)[:, None, None]
+            poses.cam_to_world = torch.where(finite, refined, poses.cam_to_world)
         cam_to_world[begin : begin + len(chunk)] = poses.cam_to_world.cpu().numpy()
         scale[begin : begin + len(chunk)] = poses.scale.cpu().numpy()
         notes.extend(poses.notes)
@@ -241,6 +256,7 @@ def _solver_sample(image: PreparedImage, prediction: Output, options: Reconstruc
         "local": local,
         "world": world,
         "pose_weights": log_conf * log_conf_local,
+        "global_weights": log_conf,
     }
 
 

@@ -43,6 +43,15 @@ def test_exact_pointmaps_give_exact_cameras(mixed) -> None:
     assert set(result.timings) == {"predict", "cameras", "points"}
 
 
+def test_reprojection_refinement_keeps_exact_cameras(mixed) -> None:
+    scene, images = mixed
+    options = ReconstructOptions(refine_poses=True, device="cpu", max_points=1000)
+    result = reconstruct(images, OraclePredictor(scene, images, seed=1), options)
+    errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
+    assert result.pose_ok.all()
+    assert errors["rotation_err_deg"].max() < 1e-3 and errors["translation_err_rel"].max() < 1e-5
+
+
 def test_default_mode_beats_official_on_noisy_mixed_cameras(mixed) -> None:
     pytest.importorskip("cv2")
     scene, images = mixed

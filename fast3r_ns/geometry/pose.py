@@ -97,6 +97,82 @@ def solve_poses(
     return PoseResult(cam_to_world, scale, median_relative, inlier_fraction, num_points, ok, notes)
 
 
+def refine_reprojection(
+    cam_to_world: torch.Tensor,  # [V, 4, 4] initial poses
+    world: torch.Tensor,  # [V, N, 3] global points
+    offsets: torch.Tensor,  # [V, N, 2] their pixels minus the principal point
+    focal: torch.Tensor,  # [V] in the unit of ``offsets`` (square pixels)
+    weights: torch.Tensor,  # [V, N] >= 0
+    iterations: int = 5,
+) -> torch.Tensor:
+    """Batched robust Gauss-Newton on the reprojection error of the global points (a PnP refinement).
+
+    Each step linearises the camera-frame points P = R X + t under P -> P + w x P + d, solves the 6x6 normal
+    equations per view with Cauchy weights of the pixel residual (scale 1.4826 * median), and updates
+    R <- exp(w) R, t <- exp(w) t + d. Returns refined camera-to-world poses [V, 4, 4] (float64).
+    """
+    world, offsets, weights = world.double(), offsets.double(), weights.double()
+    focal = focal.double()[:, None]  # [V, 1]
+    world_to_cam = torch.linalg.inv(cam_to_world.double())
+    rotation, translation = world_to_cam[:, :3, :3], world_to_cam[:, :3, 3]
+    usable = (weights > 0) & torch.isfinite(world).all(-1) & torch.isfinite(offsets).all(-1)
+    world = torch.where(usable[..., None], world, torch.zeros_like(world))
+    offsets = torch.where(usable[..., None], offsets, torch.zeros_like(offsets))
+    eye = torch.eye(6, dtype=torch.float64, device=world.device)
+    for _ in range(iterations):
+        points = world @ rotation.transpose(1, 2) + translation[:, None]  # [V, N, 3]
+        x, y, z = points.unbind(-1)
+        front = usable & (z > 1e-9)
+        z = torch.where(front, z, torch.ones_like(z))
+        residual = torch.stack([focal * x / z, focal * y / z], -1) - offsets  # [V, N, 2]
+        error = residual.norm(dim=-1)
+        sigma = (1.4826 * _masked_median(error, front)).clamp_min(1e-9)
+        w = torch.where(front, weights / (1.0 + (error / (2.385 * sigma[:, None])).square()), 0.0)
+        zero = torch.zeros_like(z)
+        d_proj = torch.stack(  # [V, N, 2, 3] d(pixel)/dP
+            [
+                torch.stack([focal / z, zero, -focal * x / z**2], -1),
+                torch.stack([zero, focal / z, -focal * y / z**2], -1),
+            ],
+            -2,
+        )
+        skew = torch.stack(  # [V, N, 3, 3] -[P]x, the derivative of w x P with respect to w
+            [
+                torch.stack([zero, z, -y], -1),
+                torch.stack([-z, zero, x], -1),
+                torch.stack([y, -x, zero], -1),
+            ],
+            -2,
+        )
+        jacobian = torch.cat([d_proj @ skew, d_proj], -1)  # [V, N, 2, 6]
+        hessian = torch.einsum("vn,vnki,vnkj->vij", w, jacobian, jacobian) + 1e-9 * eye
+        gradient = torch.einsum("vn,vnki,vnk->vi", w, jacobian, residual)
+        step = -torch.linalg.solve(hessian, gradient[..., None])[..., 0]  # [V, 6]
+        step = torch.nan_to_num(step)
+        update = _so3_exp(step[:, :3])
+        rotation = update @ rotation
+        translation = (update @ translation[..., None])[..., 0] + step[:, 3:]
+    refined = torch.eye(4, dtype=torch.float64, device=world.device).repeat(len(world), 1, 1)
+    refined[:, :3, :3] = rotation.transpose(1, 2)
+    refined[:, :3, 3] = -(rotation.transpose(1, 2) @ translation[..., None])[..., 0]
+    return refined
+
+
+def _so3_exp(omega: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [V, 3, 3] of axis-angle vectors [V, 3] (Rodrigues)."""
+    angle = omega.norm(dim=-1, keepdim=True)[..., None]  # [V, 1, 1]
+    zero = torch.zeros_like(omega[:, 0])
+    wx, wy, wz = omega.unbind(-1)
+    skew = torch.stack(
+        [torch.stack([zero, -wz, wy], -1), torch.stack([wz, zero, -wx], -1), torch.stack([-wy, wx, zero], -1)], -2
+    )
+    small = angle < 1e-8
+    safe = torch.where(small, torch.ones_like(angle), angle)
+    a = torch.where(small, 1.0 - angle**2 / 6.0, torch.sin(safe) / safe)
+    b = torch.where(small, 0.5 - angle**2 / 24.0, (1.0 - torch.cos(safe)) / safe**2)
+    return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * skew + b * (skew @ skew)
+
+
 def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-row median [V] of values [V, N] where mask; NaN for empty rows."""
     return torch.where(mask, values, torch.full_like(values, torch.nan)).nanmedian(dim=-1).values

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fast3r_ns.geometry.focal import focal_official
-from fast3r_ns.geometry.pose import pnp_official, solve_poses
+from fast3r_ns.geometry.pose import _so3_exp, pnp_official, refine_reprojection, solve_poses
 
 
 def rotation_error_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,3 +82,18 @@ def test_official_pnp_matches_fixture(oracle_fixture: dict[str, np.ndarray]) -> 
 def test_official_pnp_fails_loudly_with_zero_focal() -> None:
     pose, inliers = pnp_official(np.ones((8, 8, 3), np.float32), np.full((8, 8), 2.0, np.float32), 0.0)
     assert pose is None and inliers == 0
+
+
+def test_refine_reprojection_converges_despite_outliers() -> None:
+    generator = torch.Generator().manual_seed(0)
+    local, world, truth, _ = _views(3, 2000, 0.0, 0.0, seed=3)
+    local = local / local[..., 2:].mean()  # the scale does not matter for the pixels
+    focal = torch.tensor([300.0, 400.0, 500.0], dtype=torch.float64)
+    offsets = focal[:, None, None] * local[..., :2] / local[..., 2:]
+    offsets[:, :100] += 50 * torch.randn(3, 100, 2, generator=generator, dtype=torch.float64)  # 5 % outliers
+    start = truth.clone()
+    start[:, :3, :3] = _so3_exp(0.05 * torch.randn(3, 3, generator=generator, dtype=torch.float64)) @ start[:, :3, :3]
+    start[:, :3, 3] += 0.1
+    refined = refine_reprojection(start, world, offsets, focal, torch.ones(3, 2000))
+    torch.testing.assert_close(refined, truth, atol=1e-8, rtol=0)
+    assert (start - truth).abs().max() > 0.05
