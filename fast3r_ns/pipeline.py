@@ -181,11 +181,12 @@ def _cameras_robust(
     samples = [_solver_sample(image, prediction, options) for image, prediction in zip(images, predictions)]
     focal = np.empty(count)
     if options.focal_mode == "shared":
-        per_view = max(64, min(options.solver_points, 2_000_000 // count))
+        per_view = max(64, min(options.solver_points, 2_000_000 // count))  # bounded pool for many views
+        steps = [max(1, math.ceil(len(s["rays"]) / per_view)) for s in samples]
         rays, offsets, weights = _stack(
-            [s["rays"][:per_view] for s in samples],
-            [s["offsets"][:per_view] for s in samples],
-            [s["focal_weights"][:per_view] for s in samples],
+            [s["rays"][::step] for s, step in zip(samples, steps)],
+            [s["offsets"][::step] for s, step in zip(samples, steps)],
+            [s["focal_weights"][::step] for s, step in zip(samples, steps)],
             device,
         )
         focal[:] = float(estimate_focal(rays, offsets, weights, shared=True)[0])
