@@ -83,6 +83,8 @@ def accuracy_cases(device: str, write) -> None:
             start = time.perf_counter()
             official = reconstruct_from_predictions(images, predictions, ReconstructOptions(focal_mode="official"))
             official_seconds = time.perf_counter() - start
+            centered_options = ReconstructOptions(focal_mode="official", official_principal_point="centered")
+            centered = reconstruct_from_predictions(images, predictions, centered_options)
             ours_err, official_err = _errors(ours, scene), _errors(official, scene)
             write(
                 {
@@ -102,6 +104,8 @@ def accuracy_cases(device: str, write) -> None:
                     "ratio_to_baseline": seconds / official_seconds,
                     **ours_err,
                     **{f"baseline_{k}": v for k, v in official_err.items()},
+                    # the official method with its half-pixel principal-point offset removed (diagnostic)
+                    **{f"official_centered_{k}": v for k, v in _errors(centered, scene).items()},
                 }
             )
 

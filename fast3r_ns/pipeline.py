@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_original
+from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
 from .geometry.focal import estimate_focal, focal_official
 from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .geometry.pose import pnp_official, refine_reprojection, solve_poses
@@ -78,6 +78,11 @@ class ReconstructOptions:
     """Views processed together (bounds memory for long sequences). Default is 64."""
     pnp_iterations: int = 100
     """RANSAC iterations of the "official" mode's PnP (the official demo uses 100). Default is 100."""
+    official_principal_point: Literal["official", "centered"] = "official"
+    """Principal point of the "official" mode: "official" reproduces the official (W/2, H/2) on the integer pixel
+    grid, half a pixel off the image centre in continuous coordinates; "centered" puts it at the original image
+    centre (what the other modes assume), to separate that offset from the rest of the official method.
+    Default is "official"."""
     seed: int = 0
     """Seed of the point subsampling. Default is 0."""
 
@@ -281,20 +286,35 @@ def _cameras_official(
     progress: Progress | None,
 ) -> _Cameras:
     """Official recovery: view 0's focal (network pixels of view 0) for every view, PnP-RANSAC per view."""
-    focal = focal_official(_first(predictions[0]["pts3d_in_other_view"]), _first(predictions[0]["conf"]))
+
+    def principal_point(image: PreparedImage) -> tuple[float, float] | None:
+        """None (official (W/2, H/2)) or the original image centre in integer network-pixel coordinates."""
+        if options.official_principal_point == "official":
+            return None
+        camera = np.array([1.0, 1.0, *_original_center(image)])  # (fx, fy, cx, cy); the focal is unused here
+        network = intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
+        return (network[2] - OFFICIAL_PIXEL_OFFSET, network[3] - OFFICIAL_PIXEL_OFFSET)
+
+    focal = focal_official(
+        _first(predictions[0]["pts3d_in_other_view"]).float().cpu(),
+        _first(predictions[0]["conf"]).float().cpu(),
+        principal_point=principal_point(images[0]),
+    )
     count = len(images)
     intrinsics = np.empty((count, 4))
     cam_to_world = np.empty((count, 4, 4))
     notes = []
     for view, (image, prediction) in enumerate(zip(images, predictions)):
         width, height = image.size
-        network = np.array([focal, focal, width / 2 + OFFICIAL_PIXEL_OFFSET, height / 2 + OFFICIAL_PIXEL_OFFSET])
+        center = principal_point(image) or (width / 2, height / 2)
+        network = np.array([focal, focal, center[0] + OFFICIAL_PIXEL_OFFSET, center[1] + OFFICIAL_PIXEL_OFFSET])
         intrinsics[view] = intrinsics_to_original(network, image.scale_to_original, image.crop_offset)
         pose, _ = pnp_official(
             _first(prediction["pts3d_in_other_view"]).float().cpu().numpy(),
             _first(prediction["conf"]).float().cpu().numpy(),
             focal,
             iterations=options.pnp_iterations,
+            principal_point=principal_point(image),
         )
         if pose is None:
             cam_to_world[view] = np.eye(4)

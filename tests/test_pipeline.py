@@ -80,6 +80,24 @@ def test_shared_focal_for_one_camera(tmp_path) -> None:
     np.testing.assert_allclose(result.intrinsics[:, 2:], [[90.0, 60.0]] * 4)
 
 
+def test_official_half_pixel_offset_and_centered_variant(tmp_path) -> None:
+    pytest.importorskip("cv2")
+    scene = make_scene(4, image_size=(180, 120), focal_factors=1.1, seed=5)
+    images = load_images(scene.write_images(tmp_path), size=96)
+    predictor = OraclePredictor(scene, images)
+    truth = scene.cam_to_world_in_view0()
+    official = reconstruct(images, predictor, ReconstructOptions(focal_mode="official"))
+    centered = reconstruct(
+        images, predictor, ReconstructOptions(focal_mode="official", official_principal_point="centered")
+    )
+    # Official pp (W/2, H/2) on integer pixels = continuous (W/2 + 0.5, H/2 + 0.5) network px, 0.9375 original px.
+    np.testing.assert_allclose(official.intrinsics[:, 2:], [[90.9375, 60.9375]] * 4)
+    np.testing.assert_allclose(centered.intrinsics[:, 2:], [[90.0, 60.0]] * 4)
+    assert camera_errors(official.cam_to_world, truth, scene.size)["rotation_err_deg"].max() > 0.1
+    assert camera_errors(centered.cam_to_world, truth, scene.size)["rotation_err_deg"].max() < 1e-3
+    assert _focal_errors(centered, scene).max() < 1e-5
+
+
 def test_point_cloud_pixels_colours_and_filters(mixed) -> None:
     scene, images = mixed
     options = ReconstructOptions(max_points=6000, conf_percentile=20, min_confidence=3.0, device="cpu")

@@ -12,12 +12,15 @@ def focal_official(
     conf: torch.Tensor,  # [H, W]
     quantile: float = 0.10,
     iterations: int = 100,
+    principal_point: tuple[float, float] | None = None,
 ) -> float:
     """Official-compatible focal (spec section 7B), in network pixels of this view.
 
     Uses the official INTEGER pixel grid with principal point (W/2, H/2) (continuous principal point
     W/2 + 0.5, H/2 + 0.5, see ``conventions``): pixels with conf >= the 10 % quantile, initial least-squares
     focal, then Weiszfeld (IRLS, L1 of the 2-D reprojection error) iterations; clipped to >= 0.
+    principal_point: (x, y) in the same integer-pixel coordinates instead of (W/2, H/2) (not official; lets a
+    comparison remove the official half-pixel offset).
     """
     height, width = conf.shape
     points, conf = points.float(), conf.float()
@@ -27,7 +30,8 @@ def focal_official(
     rows, cols = torch.meshgrid(
         torch.arange(height, device=conf.device), torch.arange(width, device=conf.device), indexing="ij"
     )
-    offsets = torch.stack([cols - width / 2, rows - height / 2], dim=-1).float()[mask]  # [N, 2]
+    center_x, center_y = (width / 2, height / 2) if principal_point is None else principal_point
+    offsets = torch.stack([cols - center_x, rows - center_y], dim=-1).float()[mask]  # [N, 2]
     rays = torch.nan_to_num(points[..., :2] / points[..., 2:3], nan=0.0, posinf=0.0, neginf=0.0)[mask]
     dot = (rays * offsets).sum(-1)  # [N]
     norm = rays.square().sum(-1)

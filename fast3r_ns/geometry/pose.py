@@ -194,11 +194,13 @@ def pnp_official(
     focal: float,  # network pixels
     iterations: int = 100,
     reprojection_error: float = 5.0,
+    principal_point: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray | None, int]:
     """Official-compatible PnP (spec section 7C): OpenCV SQPnP in RANSAC on the pixels with conf > 1.
 
     Uses the official INTEGER pixel grid and principal point (W/2, H/2). Returns (cam_to_world [4, 4] float64, or
-    None when PnP fails, number of inliers). Needs OpenCV (imported here only).
+    None when PnP fails, number of inliers). Needs OpenCV (imported here only). principal_point: (x, y) in
+    integer-pixel coordinates instead of (W/2, H/2) (not official, for comparisons).
     """
     import cv2
 
@@ -209,7 +211,8 @@ def pnp_official(
     rows, cols = np.mgrid[:height, :width]
     pixels = np.stack([cols, rows], axis=-1).astype(np.float32)[mask]
     points = np.asarray(world, dtype=np.float32)[mask]
-    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=np.float32)
+    center_x, center_y = (width / 2, height / 2) if principal_point is None else principal_point
+    camera = np.array([[focal, 0, center_x], [0, focal, center_y], [0, 0, 1]], dtype=np.float32)
     try:
         success, rvec, tvec, inliers = cv2.solvePnPRansac(
             points,
