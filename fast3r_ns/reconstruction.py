@@ -30,6 +30,8 @@ class Reconstruction:
     point_pixel: np.ndarray  # [M, 2] float32, (x, y) continuous coordinates in that original image
     shared_intrinsics: bool = False  # True when one camera was estimated for all images
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    pose_notes: list[str] = field(default_factory=list)  # [N] why a pose is not trusted ("" where pose_ok)
+    focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
 
     @property
     def num_images(self) -> int:

@@ -1,0 +1,404 @@
+"""``reconstruct``: images -> predictor -> cameras of the original images and a coloured point cloud.
+
+Conventions (pixels, axes, poses, intrinsics of the original image): ``fast3r_ns.geometry.conventions``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
+from .geometry.focal import estimate_focal, focal_official
+from .geometry.points import PointSampler, confidence_mask, sample_colors
+from .geometry.pose import pnp_official, refine_reprojection, solve_poses
+from .io.images import PreparedImage, open_rgb
+from .predictor import Output, Predictor
+from .reconstruction import Reconstruction
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ReconstructOptions:
+    """How cameras and the point cloud are recovered from the pointmaps."""
+
+    focal_mode: Literal["per-view", "shared", "official"] = "per-view"
+    """"per-view": one focal per image from its local pointmap (mixed cameras, zoom); "shared": one focal for all
+    images, in original pixels (say so when one camera took every image); "official": the official Fast3R recovery
+    (view 0's focal for every view, OpenCV PnP-RANSAC per view; needs OpenCV), for comparison. Default is
+    "per-view"."""
+    conf_percentile: float = 10.0
+    """Drop the lowest X percent confidence pixels of each view from the point cloud. Default is 10.0."""
+    min_confidence: float = 1.5
+    """Absolute floor on the global confidence (which is >= 1) for points of the cloud. Default is 1.5."""
+    max_points: int = 500_000
+    """Voxel-thin the cloud to about this many points (a good size to initialise splatfacto). Default is 500_000."""
+    device: str | None = None
+    """Torch device for the geometry; None picks "cuda" when available, else "cpu". Default is None."""
+    solver_points: int = 8192
+    """Pixels per view (a regular grid subsample) used to estimate focal and pose. Default is 8192."""
+    solver_conf_percentile: float = 10.0
+    """Ignore the lowest X percent confidence pixels of each view when estimating cameras. Default is 10.0."""
+    pose_iterations: int = 6
+    """Reweighting rounds of the robust pose fit. Default is 6."""
+    max_residual: float = 0.15
+    """A pose is not trusted when the median local-to-global residual exceeds this fraction of the point's
+    distance to the camera. Default is 0.15."""
+    min_inlier_fraction: float = 0.5
+    """A pose is not trusted when fewer than this (confidence-weighted) fraction of points are inliers.
+    Default is 0.5."""
+    min_pose_points: int = 32
+    """A pose is not trusted when fewer usable points remain. Default is 32."""
+    focal_range: tuple[float, float] = (0.1, 10.0)
+    """Plausible focal lengths as multiples of the original image's long side; outside, the view is not trusted.
+    Default is (0.1, 10.0)."""
+    refine_poses: bool = False
+    """After the local->global fit, refine each pose by robust Gauss-Newton on the reprojection error of the
+    global points (a PnP refinement with the estimated focal); makes the cameras agree with the global cloud when
+    the two heads disagree. Default is False."""
+    point_source: Literal["global", "local"] = "global"
+    """Cloud from the global pointmap, or from each local pointmap moved by its estimated pose ("official" mode
+    always uses the global one). Default is "global"."""
+    drop_untrusted_views: bool = True
+    """Leave views whose pose is not trusted out of the point cloud. Default is True."""
+    colors: Literal["original", "network"] = "original"
+    """Point colours from the original image files, or from the network input (no file reads). Default is
+    "original"."""
+    io_workers: int = 8
+    """Threads reading the original images for the point colours. Default is 8."""
+    chunk_views: int = 64
+    """Views processed together (bounds memory for long sequences). Default is 64."""
+    pnp_iterations: int = 100
+    """RANSAC iterations of the "official" mode's PnP (the official demo uses 100). Default is 100."""
+    official_principal_point: Literal["official", "centered"] = "official"
+    """Principal point of the "official" mode: "official" reproduces the official (W/2, H/2) on the integer pixel
+    grid, half a pixel off the image centre in continuous coordinates; "centered" puts it at the original image
+    centre (what the other modes assume), to separate that offset from the rest of the official method.
+    Default is "official"."""
+    seed: int = 0
+    """Seed of the point subsampling. Default is 0."""
+
+
+def reconstruct(
+    images: list[PreparedImage],
+    predictor: Predictor,
+    options: ReconstructOptions | None = None,
+    progress: Progress | None = None,
+) -> Reconstruction:
+    """Run ``predictor`` on the prepared images (batch 1) and recover cameras and a point cloud."""
+    start = time.perf_counter()
+    if progress:
+        progress(f"predicting pointmaps of {len(images)} images")
+    predictions = predictor([image.tensor for image in images])
+    predict_seconds = time.perf_counter() - start
+    result = reconstruct_from_predictions(images, predictions, options, progress)
+    result.timings = {"predict": predict_seconds, **result.timings}
+    return result
+
+
+def reconstruct_from_predictions(
+    images: list[PreparedImage],
+    predictions: list[Output],
+    options: ReconstructOptions | None = None,
+    progress: Progress | None = None,
+) -> Reconstruction:
+    """Cameras (intrinsics of the original images, camera-to-world poses) and a point cloud from predictions.
+
+    predictions: one dict per image with keys ``fast3r_ns.predictor.PREDICTION_KEYS`` (batch size 1 is used).
+    """
+    options = options or ReconstructOptions()
+    if len(images) != len(predictions) or not images:
+        raise ValueError(f"{len(images)} images but {len(predictions)} predictions")
+    for index, (image, prediction) in enumerate(zip(images, predictions)):
+        width, height = image.size
+        if tuple(prediction["pts3d_in_other_view"].shape[-3:-1]) != (height, width):
+            raise ValueError(f"prediction {index} does not have the {width}x{height} grid of its image")
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    timings = {}
+
+    start = time.perf_counter()
+    if options.focal_mode == "official":
+        cameras = _cameras_official(images, predictions, options, progress)
+    elif options.focal_mode in ("per-view", "shared"):
+        cameras = _cameras_robust(images, predictions, options, device, progress)
+    else:
+        raise ValueError(f"unknown focal_mode {options.focal_mode!r}")
+    _check_focal(images, cameras, options)
+    timings["cameras"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    points = _point_cloud(images, predictions, cameras, options, device, progress)
+    timings["points"] = time.perf_counter() - start
+
+    return Reconstruction(
+        image_paths=[image.path for image in images],
+        image_sizes=np.array([image.original_size for image in images], dtype=np.int64),
+        intrinsics=cameras.intrinsics,
+        cam_to_world=cameras.cam_to_world,
+        view_confidence=points["view_confidence"],
+        pose_ok=np.array([note == "" for note in cameras.notes]),
+        points=points["points"],
+        colors=points["colors"],
+        point_confidence=points["confidence"],
+        point_image=points["image"],
+        point_pixel=points["pixel"],
+        shared_intrinsics=options.focal_mode in ("shared", "official"),
+        timings=timings,
+        pose_notes=cameras.notes,
+        focal_mode=options.focal_mode,
+    )
+
+
+@dataclass
+class _Cameras:
+    intrinsics: np.ndarray  # [V, 4] original-image (fx, fy, cx, cy)
+    cam_to_world: np.ndarray  # [V, 4, 4]
+    scale: np.ndarray  # [V] local -> world scale (NaN when unknown)
+    notes: list[str]  # [V]
+
+
+def _first(tensor: torch.Tensor) -> torch.Tensor:
+    """Batch item 0 of a [B, ...] prediction."""
+    return tensor[0]
+
+
+def _original_center(image: PreparedImage) -> np.ndarray:
+    return np.array(image.original_size, dtype=np.float64) / 2.0
+
+
+def _cameras_robust(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    options: ReconstructOptions,
+    device: torch.device,
+    progress: Progress | None,
+) -> _Cameras:
+    """Per-view (or shared) robust focal from the local pointmaps, pose by robust local->global similarity."""
+    count = len(images)
+    samples = [_solver_sample(image, prediction, options) for image, prediction in zip(images, predictions)]
+    focal = np.empty(count)
+    if options.focal_mode == "shared":
+        per_view = max(64, min(options.solver_points, 2_000_000 // count))  # bounded pool for many views
+        steps = [max(1, math.ceil(len(s["rays"]) / per_view)) for s in samples]
+        rays, offsets, weights = _stack(
+            [s["rays"][::step] for s, step in zip(samples, steps)],
+            [s["offsets"][::step] for s, step in zip(samples, steps)],
+            [s["focal_weights"][::step] for s, step in zip(samples, steps)],
+            device,
+        )
+        focal[:] = float(estimate_focal(rays, offsets, weights, shared=True)[0])
+    cam_to_world = np.empty((count, 4, 4))
+    scale = np.empty(count)
+    notes: list[str] = []
+    for begin in range(0, count, options.chunk_views):
+        chunk = samples[begin : begin + options.chunk_views]
+        if options.focal_mode == "per-view":
+            rays, offsets, weights = _stack(
+                [s["rays"] for s in chunk], [s["offsets"] for s in chunk], [s["focal_weights"] for s in chunk], device
+            )
+            focal[begin : begin + len(chunk)] = estimate_focal(rays, offsets, weights).cpu().numpy()
+        local, world, weights = _stack(
+            [s["local"] for s in chunk], [s["world"] for s in chunk], [s["pose_weights"] for s in chunk], device
+        )
+        poses = solve_poses(
+            local,
+            world,
+            weights,
+            iterations=options.pose_iterations,
+            min_points=options.min_pose_points,
+            max_residual=options.max_residual,
+            min_inlier_fraction=options.min_inlier_fraction,
+        )
+        if options.refine_poses:
+            offsets, _, global_weights = _stack(
+                [s["offsets"] for s in chunk],
+                [s["offsets"] for s in chunk],
+                [s["global_weights"] for s in chunk],
+                device,
+            )
+            chunk_focal = torch.from_numpy(focal[begin : begin + len(chunk)]).to(device)
+            refined = refine_reprojection(poses.cam_to_world, world, offsets, chunk_focal, global_weights)
+            finite = torch.isfinite(refined).all(-1).all(-1)[:, None, None]
+            poses.cam_to_world = torch.where(finite, refined, poses.cam_to_world)
+        cam_to_world[begin : begin + len(chunk)] = poses.cam_to_world.cpu().numpy()
+        scale[begin : begin + len(chunk)] = poses.scale.cpu().numpy()
+        notes.extend(poses.notes)
+        if progress:
+            progress(f"cameras: {begin + len(chunk)}/{count} views")
+    centers = np.stack([_original_center(image) for image in images])
+    intrinsics = np.stack([focal, focal, centers[:, 0], centers[:, 1]], axis=1)
+    return _Cameras(intrinsics, cam_to_world, scale, notes)
+
+
+def _solver_sample(image: PreparedImage, prediction: Output, options: ReconstructOptions) -> dict[str, torch.Tensor]:
+    """A regular grid subsample of one view's confident pixels, with what the focal and pose solvers need."""
+    width, height = image.size
+    stride = max(1, int(math.floor(math.sqrt(width * height / max(1, options.solver_points)))))
+    rows = torch.arange(stride // 2, height, stride)
+    cols = torch.arange(stride // 2, width, stride)
+    local = _first(prediction["pts3d_local"])[rows][:, cols].reshape(-1, 3).float().cpu()
+    world = _first(prediction["pts3d_in_other_view"])[rows][:, cols].reshape(-1, 3).float().cpu()
+    conf = _first(prediction["conf"])[rows][:, cols].reshape(-1).float().cpu()
+    conf_local = _first(prediction["conf_local"])[rows][:, cols].reshape(-1).float().cpu()
+    keep = confidence_mask(conf[None], options.solver_conf_percentile, 1.0)[0]
+    keep &= confidence_mask(conf_local[None], options.solver_conf_percentile, 1.0)[0]
+    grid_y, grid_x = torch.meshgrid(rows.double() + 0.5, cols.double() + 0.5, indexing="ij")
+    network_xy = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)[keep]
+    original_xy = torch.from_numpy(image.to_original(network_xy.numpy()))
+    local, world, conf, conf_local = local[keep], world[keep], conf[keep], conf_local[keep]
+    log_conf, log_conf_local = conf.log().clamp_min(0), conf_local.log().clamp_min(0)
+    return {
+        "rays": local[:, :2] / local[:, 2:3],
+        "offsets": original_xy - torch.from_numpy(_original_center(image)),
+        "focal_weights": log_conf_local * (local[:, 2] > 0),
+        "local": local,
+        "world": world,
+        "pose_weights": log_conf * log_conf_local,
+        "global_weights": log_conf,
+    }
+
+
+def _stack(
+    first: list[torch.Tensor], second: list[torch.Tensor], weights: list[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad per-view [N_v, D] arrays to [V, N, D] (zero weight on padding) on ``device``."""
+    length = max(1, max(len(w) for w in weights))
+    out_first = torch.zeros(len(first), length, first[0].shape[-1], dtype=first[0].dtype)
+    out_second = torch.zeros(len(second), length, second[0].shape[-1], dtype=second[0].dtype)
+    out_weights = torch.zeros(len(weights), length, dtype=torch.float32)
+    for v, (a, b, w) in enumerate(zip(first, second, weights)):
+        out_first[v, : len(a)], out_second[v, : len(b)], out_weights[v, : len(w)] = a, b, w
+    return out_first.to(device), out_second.to(device), out_weights.to(device)
+
+
+def _cameras_official(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    options: ReconstructOptions,
+    progress: Progress | None,
+) -> _Cameras:
+    """Official recovery: view 0's focal (network pixels of view 0) for every view, PnP-RANSAC per view."""
+
+    def principal_point(image: PreparedImage) -> tuple[float, float] | None:
+        """None (official (W/2, H/2)) or the original image centre in integer network-pixel coordinates."""
+        if options.official_principal_point == "official":
+            return None
+        camera = np.array([1.0, 1.0, *_original_center(image)])  # (fx, fy, cx, cy); the focal is unused here
+        network = intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
+        return (network[2] - OFFICIAL_PIXEL_OFFSET, network[3] - OFFICIAL_PIXEL_OFFSET)
+
+    focal = focal_official(
+        _first(predictions[0]["pts3d_in_other_view"]).float().cpu(),
+        _first(predictions[0]["conf"]).float().cpu(),
+        principal_point=principal_point(images[0]),
+    )
+    count = len(images)
+    intrinsics = np.empty((count, 4))
+    cam_to_world = np.empty((count, 4, 4))
+    notes = []
+    for view, (image, prediction) in enumerate(zip(images, predictions)):
+        width, height = image.size
+        center = principal_point(image) or (width / 2, height / 2)
+        network = np.array([focal, focal, center[0] + OFFICIAL_PIXEL_OFFSET, center[1] + OFFICIAL_PIXEL_OFFSET])
+        intrinsics[view] = intrinsics_to_original(network, image.scale_to_original, image.crop_offset)
+        pose, _ = pnp_official(
+            _first(prediction["pts3d_in_other_view"]).float().cpu().numpy(),
+            _first(prediction["conf"]).float().cpu().numpy(),
+            focal,
+            iterations=options.pnp_iterations,
+            principal_point=principal_point(image),
+        )
+        if pose is None:
+            cam_to_world[view] = np.eye(4)
+            notes.append("PnP failed; the pose is a placeholder (identity)")
+        else:
+            cam_to_world[view] = pose
+            notes.append("")
+        if progress and (view + 1) % options.chunk_views == 0:
+            progress(f"cameras: {view + 1}/{count} views")
+    return _Cameras(intrinsics, cam_to_world, np.full(count, np.nan), notes)
+
+
+def _check_focal(images: Sequence[PreparedImage], cameras: _Cameras, options: ReconstructOptions) -> None:
+    """Mark views whose focal is non-finite or implausible (in place)."""
+    low, high = options.focal_range
+    for view, image in enumerate(images):
+        focal = cameras.intrinsics[view, 0] / max(image.original_size)
+        if not np.isfinite(focal) or not low <= focal <= high:
+            note = f"implausible focal ({cameras.intrinsics[view, 0]:.4g} px)"
+            cameras.notes[view] = f"{cameras.notes[view]}; {note}" if cameras.notes[view] else note
+
+
+def _point_cloud(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: _Cameras,
+    options: ReconstructOptions,
+    device: torch.device,
+    progress: Progress | None,
+) -> dict[str, np.ndarray]:
+    """Confidence-filtered, voxel-thinned world points with their image, original pixel and original colour; also
+    the median global confidence of each view."""
+    count = len(images)
+    per_view_cap = int(math.ceil(4 * options.max_points / count))
+    sampler = PointSampler(per_view_cap, seed=options.seed)
+    use_local = options.point_source == "local" and options.focal_mode != "official"
+    view_confidence = np.empty(count)
+    for view, prediction in enumerate(predictions):
+        conf = _first(prediction["conf"]).reshape(-1).to(device, torch.float32)
+        view_confidence[view] = float(conf.nanmedian())
+        if options.drop_untrusted_views and cameras.notes[view]:
+            continue
+        mask = confidence_mask(conf[None], options.conf_percentile, options.min_confidence)[0]
+        if use_local:
+            pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
+            local = _first(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
+            points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
+        else:
+            points = _first(prediction["pts3d_in_other_view"]).reshape(-1, 3).to(device, torch.float32)
+        mask &= torch.isfinite(points).all(-1)
+        index = mask.nonzero()[:, 0]
+        sampler.add(view, points[index], conf[index], index)
+        if progress and (view + 1) % options.chunk_views == 0:
+            progress(f"points: {view + 1}/{count} views")
+    points, conf, view_index, pixel_index = sampler.finish(options.max_points, device)
+    pixels = np.empty((len(points), 2), dtype=np.float32)
+    colors = np.empty((len(points), 3), dtype=np.uint8)
+    view_np, pixel_np = view_index.numpy(), pixel_index.numpy().astype(np.int64)
+    bounds = np.searchsorted(view_np, np.arange(count + 1))
+
+    def fill(view: int) -> None:
+        lo, hi = bounds[view], bounds[view + 1]
+        if lo == hi:
+            return
+        image = images[view]
+        width = image.size[0]
+        flat = pixel_np[lo:hi]
+        network_xy = np.stack([flat % width + 0.5, flat // width + 0.5], axis=-1)  # pixel centres, conventions
+        original_xy = image.to_original(network_xy)
+        pixels[lo:hi] = original_xy
+        if options.colors == "original":
+            colors[lo:hi] = sample_colors(np.asarray(open_rgb(image.path)), original_xy)
+        else:
+            rgb = image.tensor[0].reshape(3, -1)[:, torch.from_numpy(flat)].T
+            colors[lo:hi] = ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    # Decoding the original images dominates for large inputs; PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=max(1, options.io_workers)) as pool:
+        list(pool.map(fill, range(count)))
+    return {
+        "points": points.numpy(),
+        "colors": colors,
+        "confidence": conf.numpy(),
+        "image": view_np.astype(np.int32),
+        "pixel": pixels,
+        "view_confidence": view_confidence,
+    }

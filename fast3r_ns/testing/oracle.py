@@ -1,0 +1,127 @@
+"""A Predictor made from a synthetic scene: exact (or deliberately corrupted) pointmaps on the network grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..geometry.conventions import pixel_centers
+from ..io.images import PreparedImage
+from ..predictor import Output
+from .scene import Scene
+
+
+class OraclePredictor:
+    """Implements the ``Predictor`` protocol from a ``Scene`` with known geometry.
+
+    For each view the pointmaps are sampled on the NETWORK image grid of the corresponding ``PreparedImage``: the
+    centre of network pixel (u, v) is mapped to the original image with ``PreparedImage.to_original`` and the ray
+    of the original camera through that point is cast, so resize and crop of the preprocessing are honoured.
+    Without ``images`` the views are taken to be the scene's images at their original size.
+
+    Corruptions (all seeded, independent between the global and the local pointmap):
+      depth_noise: relative std of a multiplicative factor on each point (along its ray), e.g. 0.02.
+      point_noise: relative std (times depth) of isotropic Gaussian noise on each point.
+      outlier_fraction: fraction of pixels with gross errors (depth x U[0.3, 3] plus a lateral offset of up to
+        half the depth) that keep a normal confidence.
+      low_conf_fraction: fraction of each image covered by rectangles whose points are garbage (30 % noise)
+        and whose confidence is in [1, 1.3).
+    Normal pixels get confidences uniform in [2, 10). With ``normalize`` the global pointmaps are divided by their
+    mean distance to the origin over all views and each local pointmap by its own, as in training.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        images: Sequence[PreparedImage] | None = None,
+        depth_noise: float = 0.0,
+        point_noise: float = 0.0,
+        outlier_fraction: float = 0.0,
+        low_conf_fraction: float = 0.0,
+        normalize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if images is not None and len(images) != len(scene.cameras):
+            raise ValueError(f"{len(images)} images for a scene of {len(scene.cameras)} cameras")
+        self.scene = scene
+        self.images = images
+        self.depth_noise = depth_noise
+        self.point_noise = point_noise
+        self.outlier_fraction = outlier_fraction
+        self.low_conf_fraction = low_conf_fraction
+        self.normalize = normalize
+        self.seed = seed
+
+    def network_pixels(self, view: int, height: int, width: int) -> np.ndarray:
+        """[H, W, 2] continuous original-image coordinates of the centres of the network pixels of ``view``."""
+        centers = pixel_centers(height, width)
+        return centers if self.images is None else self.images[view].to_original(centers)
+
+    def _corrupt(
+        self, rng: np.random.Generator, points: np.ndarray, outliers: np.ndarray, garbage: np.ndarray
+    ) -> np.ndarray:
+        """points [H, W, 3] camera frame -> corrupted copy (float64)."""
+        depth = points[..., 2:3]
+        out = points * (1.0 + self.depth_noise * rng.standard_normal(depth.shape))
+        if self.point_noise > 0:
+            out = out + self.point_noise * depth * rng.standard_normal(points.shape)
+        num = int(outliers.sum())
+        if num:
+            factor = rng.uniform(0.3, 3.0, size=(num, 1))
+            lateral = rng.uniform(-0.5, 0.5, size=(num, 3)) * depth[outliers] * np.array([1.0, 1.0, 0.0])
+            out[outliers] = points[outliers] * factor + lateral
+        num = int(garbage.sum())
+        if num:
+            out[garbage] = points[garbage] * (1.0 + 0.3 * rng.standard_normal((num, 3)))
+        return out
+
+    def _low_conf_mask(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        mask = np.zeros((height, width), dtype=bool)
+        target = self.low_conf_fraction * height * width
+        while mask.sum() < target:
+            h = int(rng.integers(max(1, height // 8), max(2, height // 3)))
+            w = int(rng.integers(max(1, width // 8), max(2, width // 3)))
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            mask[top : top + h, left : left + w] = True
+        return mask
+
+    def view_outputs(self, view: int, height: int, width: int) -> dict[str, np.ndarray]:
+        """Un-normalised float64 outputs of one view: pts3d_in_other_view, conf, pts3d_local, conf_local."""
+        rng = np.random.default_rng([self.seed, view])
+        points_cam = self.scene.cast_pixels(view, self.network_pixels(view, height, width))[0]
+        outliers = rng.random((height, width)) < self.outlier_fraction
+        garbage = self._low_conf_mask(rng, height, width) if self.low_conf_fraction > 0 else np.zeros_like(outliers)
+        outliers &= ~garbage
+        cams = self.scene.cameras
+        view_to_cam0 = np.linalg.inv(cams[0].cam_to_world) @ cams[view].cam_to_world
+        outputs = {}
+        for name, conf_name in (("pts3d_in_other_view", "conf"), ("pts3d_local", "conf_local")):
+            points = self._corrupt(rng, points_cam, outliers, garbage)
+            if name == "pts3d_in_other_view":
+                points = points @ view_to_cam0[:3, :3].T + view_to_cam0[:3, 3]
+            conf = rng.uniform(2.0, 10.0, size=(height, width))
+            conf[garbage] = rng.uniform(1.0, 1.3, size=int(garbage.sum()))
+            outputs[name], outputs[conf_name] = points, conf
+        return outputs
+
+    def __call__(self, views: list[torch.Tensor]) -> list[Output]:
+        if len(views) != len(self.scene.cameras):
+            raise ValueError(f"{len(views)} views for a scene of {len(self.scene.cameras)} cameras")
+        outputs = []
+        norm_sum, norm_count = 0.0, 0
+        for index, view in enumerate(views):
+            raw = self.view_outputs(index, view.shape[-2], view.shape[-1])
+            if self.normalize:
+                norm_sum += float(np.linalg.norm(raw["pts3d_in_other_view"], axis=-1).sum())
+                norm_count += raw["conf"].size
+                raw["pts3d_local"] /= np.linalg.norm(raw["pts3d_local"], axis=-1).mean()
+            outputs.append({k: torch.from_numpy(v.astype(np.float32))[None] for k, v in raw.items()})
+        for output, view in zip(outputs, views):
+            if self.normalize:
+                output["pts3d_in_other_view"] /= norm_sum / norm_count
+            if view.shape[0] != 1:
+                for key, value in output.items():
+                    output[key] = value.expand(view.shape[0], *value.shape[1:])
+        return outputs

@@ -1,0 +1,30 @@
+"""Fixtures of the geometry tests: the official recovery's results in ../shared/fixtures/poses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+
+
+def _load(name: str) -> dict[str, np.ndarray]:
+    path = FIXTURES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"fixture {path} not found (shared/ beside the checkout)")
+    with np.load(path) as data:
+        return dict(data)
+
+
+@pytest.fixture(scope="session", params=["oracle_scene", "oracle_noisy_scene"])
+def oracle_fixture(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
+    """An exact or noisy synthetic scene with the official recovery's results."""
+    return _load(f"poses/{request.param}.npz")
+
+
+@pytest.fixture(scope="session")
+def tiny_fixture() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(official forward outputs of the tiny random model, official pose recovery on them)."""
+    return _load("fast3r-tiny/outputs.npz"), _load("poses/tiny_model_poses.npz")
