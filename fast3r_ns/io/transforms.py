@@ -12,29 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry.conventions import APPLIED_TRANSFORM, opencv_to_opengl
 from ..reconstruction import Reconstruction
-
-# Private copies of fast3r_ns.geometry.conventions.{APPLIED_TRANSFORM, opencv_to_opengl}: replace on merge.
-_APPLIED_TRANSFORM = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0]])
-
-
-def _opencv_to_opengl(cam_to_world: np.ndarray) -> np.ndarray:
-    """[..., 4, 4] camera-to-world with OpenCV camera axes -> OpenGL camera axes (camera y and z flipped)."""
-    out = np.array(cam_to_world, dtype=np.float64, copy=True)
-    out[..., :3, 1:3] *= -1
-    return out
 
 
 def nerfstudio_cam_to_world(cam_to_world: np.ndarray) -> np.ndarray:
     """[N, 4, 4] OpenCV camera-to-world -> nerfstudio's transform_matrix (OpenGL axes, rotated world)."""
     world = np.eye(4)
-    world[:3] = _APPLIED_TRANSFORM
-    return world @ _opencv_to_opengl(cam_to_world)
+    world[:3] = APPLIED_TRANSFORM
+    return world @ opencv_to_opengl(cam_to_world)
 
 
 def nerfstudio_points(points: np.ndarray) -> np.ndarray:
     """[M, 3] world points -> the rotated world of transforms.json (float32, as the PLY stores them)."""
-    return (np.asarray(points, dtype=np.float64) @ _APPLIED_TRANSFORM[:, :3].T).astype(np.float32)
+    return (np.asarray(points, dtype=np.float64) @ APPLIED_TRANSFORM[:, :3].T).astype(np.float32)
 
 
 def shares_one_camera(reconstruction: Reconstruction) -> bool:
@@ -95,7 +86,7 @@ def transforms_dict(
             frame.update(camera_params(*reconstruction.image_sizes[index], reconstruction.intrinsics[index]))
         frames.append(frame)
     out["frames"] = frames
-    out["applied_transform"] = _APPLIED_TRANSFORM.tolist()
+    out["applied_transform"] = APPLIED_TRANSFORM.tolist()
     out["ply_file_path"] = ply_file_path
     return out
 
