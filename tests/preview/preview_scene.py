@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from fast3r_ns.reconstruction import Reconstruction
@@ -139,8 +138,3 @@ def write_nerfstudio_folder(out_dir: Path, rec: Reconstruction, ply_confidence: 
     points = rec.points @ APPLIED_TRANSFORM[:3, :3].T
     write_ply(out_dir / "sparse_pc.ply", points, rec.colors, rec.point_confidence if ply_confidence else None)
     return [frame["file_path"] for frame in frames]
-
-
-@pytest.fixture
-def reconstruction(tmp_path: Path) -> Reconstruction:
-    return make_reconstruction(tmp_path / "input")
