@@ -35,6 +35,8 @@ FOCAL_SPREAD = 0.15
 """Relative spread (std / median) of per-image focal lengths above which the report suggests one shared camera."""
 PLOT_POINTS = 40_000
 """Most points drawn in the top-down plot (a fixed-seed random subset)."""
+MAX_PLOT_LABELS = 10
+"""Most flagged cameras named in the top-down plot (least confident first)."""
 MAX_TABLE_ROWS = 24
 """Most flagged (weak or untrusted) images listed with thumbnails, besides the NUM_WEAKEST weakest."""
 CONFIDENCE_COLORMAP = "viridis"
@@ -190,10 +192,10 @@ def _plot_top_down(ax, rec: Reconstruction, status: list[str]) -> None:
     )
     ax.scatter(cam_xy[:, 0], cam_xy[:, 1], c=colors_cam, s=14, zorder=5, edgecolors="white", linewidths=0.5)
     ax.annotate("first", cam_xy[0], xytext=(4, 4), textcoords="offset points", fontsize=8)
-    for i, s in enumerate(status):
-        if s != "ok":
-            name = Path(rec.image_paths[i]).name
-            ax.annotate(name, cam_xy[i], xytext=(4, -9), textcoords="offset points", fontsize=7, color=colors_cam[i])
+    flagged = [i for i in np.argsort(rec.view_confidence, kind="stable") if status[i] != "ok"][:MAX_PLOT_LABELS]
+    for i in flagged:
+        name = Path(rec.image_paths[i]).name
+        ax.annotate(name, cam_xy[i], xytext=(4, -9), textcoords="offset points", fontsize=7, color=colors_cam[i])
     middle, half = (low + high) / 2, 0.55 * extent
     ax.set_xlim(middle[0] - half, middle[0] + half)
     ax.set_ylim(middle[1] - half, middle[1] + half)
@@ -223,8 +225,11 @@ def _plot_confidence(ax, rec: Reconstruction, status: list[str], data: dict) -> 
 def _plot_focal(ax, rec: Reconstruction) -> None:
     fx, fy = rec.intrinsics[:, 0], rec.intrinsics[:, 1]
     index = np.arange(rec.num_images)
-    ax.plot(index, fx, "o-", ms=3, lw=0.8, label="fx")
-    ax.plot(index, fy, "s--", ms=3, lw=0.8, label="fy")
+    if np.allclose(fx, fy, rtol=1e-3):
+        ax.plot(index, fx, "o-", ms=3, lw=0.8, label="fx = fy")
+    else:
+        ax.plot(index, fx, "o-", ms=3, lw=0.8, label="fx")
+        ax.plot(index, fy, "s--", ms=3, lw=0.8, label="fy")
     fov = np.degrees(2 * np.arctan(rec.image_sizes[:, 0] / (2 * fx)))
     kind = "one shared camera" if rec.shared_intrinsics else "per image"
     ax.set_title(f"Focal length, {kind}: fx {np.median(fx):.0f} px (median), FOV {np.median(fov):.0f} deg")
@@ -266,6 +271,9 @@ def render_figure(reconstruction: Reconstruction, data: dict, dpi: int = 90) -> 
     fig.suptitle(f"fast3r-ns reconstruction: {title}", color=color, fontsize=14, fontweight="bold")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    buffer = io.BytesIO()  # a 256-colour palette: a third of the size, no visible change for charts
+    image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -151,7 +151,18 @@ def _camera_markdown(scene: Scene, out_dir: Path, index: int) -> str:
     return "\n\n".join(lines)
 
 
-def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnail_size: int = 128) -> None:
+@dataclass
+class Controls:
+    """Handles of what ``build_scene`` added (for tests and scripting)."""
+
+    hide: viser.GuiInputHandle  # slider: percentage of least confident points hidden
+    point_size: viser.GuiInputHandle  # slider: point size relative to the scene
+    camera: viser.GuiDropdownHandle  # the selected camera; clicking a frustum selects it
+    details: viser.GuiMarkdownHandle  # image and confidence map of the selected camera
+    frusta: list[viser.CameraFrustumHandle]
+
+
+def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnail_size: int = 128) -> Controls:
     """Add the point cloud, the camera frusta and the controls to ``server``."""
     centre, size = _extent(scene)
     server.scene.set_up_direction(tuple(float(v) for v in scene.up))
@@ -188,7 +199,7 @@ def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnai
         labels = [f"{i + 1}: {Path(c.file_path).name}" for i, c in enumerate(scene.cameras)] or ["(no cameras)"]
         chosen = server.gui.add_dropdown("Camera", options=labels, initial_value=labels[0])
         look_through = server.gui.add_button("View from this camera")
-        details = server.gui.add_markdown("Click a camera in the scene, or choose one above.")
+        details = server.gui.add_markdown("Click a camera in the scene, or choose one above.", image_root=out_dir)
 
     def update_points(_=None) -> None:
         with lock:
@@ -250,6 +261,8 @@ def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnai
         client.camera.position = centre + 1.5 * away + scene.up * 0.5 * max(np.linalg.norm(away), 0.2 * size)
         client.camera.look_at = centre
         client.camera.up_direction = scene.up
+
+    return Controls(hide, point_size, chosen, details, frusta)
 
 
 def _free_port(host: str) -> int:

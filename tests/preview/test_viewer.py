@@ -15,11 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import viser
 from PIL import Image
-from preview_scene import make_confidence_maps, make_reconstruction, write_nerfstudio_folder
+from preview_scene import UNTRUSTED_VIEW, make_confidence_maps, make_reconstruction, write_nerfstudio_folder
 
 from fast3r_ns.preview.report import write_report
-from fast3r_ns.preview.viewer import ViewConfig, run
+from fast3r_ns.preview.viewer import ViewConfig, _free_port, build_scene, load_scene, run
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
@@ -134,3 +135,26 @@ def test_viewer_serves_renders_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 def test_viewer_refuses_a_folder_without_transforms(tmp_path: Path) -> None:
     assert run(ViewConfig(out_dir=tmp_path)) == 2
+
+
+def test_selecting_a_camera_shows_its_image_and_confidence_map(tmp_path: Path) -> None:
+    rec = make_reconstruction(tmp_path / "input")
+    out = tmp_path / "out"
+    frame_paths = write_nerfstudio_folder(out, rec)
+    write_report(out, rec, make_confidence_maps(rec), command="test", frame_paths=frame_paths)
+    scene = load_scene(out)
+    server = viser.ViserServer(host="127.0.0.1", port=_free_port("127.0.0.1"), verbose=False)
+    try:
+        controls = build_scene(server, scene, out)
+        assert len(controls.frusta) == len(rec.image_paths)
+        assert not controls.hide.disabled  # the folder has per-point confidence
+        controls.camera.value = controls.camera.options[UNTRUSTED_VIEW]
+        deadline = time.monotonic() + 10
+        while "frame_00003.png" not in controls.details.content and time.monotonic() < deadline:
+            time.sleep(0.05)  # callbacks run on viser's thread pool
+        details = controls.details.content
+        assert "frame_00003.png" in details and "untrusted" in details and "too few confident points" in details
+        assert details.count("](data:image/") == 2  # the image and its confidence map
+        controls.hide.value = 50  # re-sends the point cloud without the least confident half
+    finally:
+        server.stop()
