@@ -125,14 +125,18 @@ def _advice(rec: Reconstruction, status: list[str], notes: Sequence[str], names:
     untrusted = [i for i, s in enumerate(status) if s == "untrusted"]
     weak = [i for i, s in enumerate(status) if s == "weak"]
     if untrusted:
+        one = len(untrusted) == 1
         advice.append(
-            f"The camera of {len(untrusted)} image(s) could not be trusted: {listed(untrusted)}. Remove these "
-            "images, or add photos that overlap them with their neighbours, and process again."
+            f"The camera{'' if one else 's'} of {len(untrusted)} image{'' if one else 's'} could not be trusted: "
+            f"{listed(untrusted)}. Remove {'this image' if one else 'these images'}, or add photos that overlap "
+            f"{'it' if one else 'them'} with {'its' if one else 'their'} neighbours, and process again."
         )
     if weak:
+        one = len(weak) == 1
         advice.append(
-            f"{len(weak)} image(s) agree poorly with the others: {listed(weak)}. Blur, little overlap, moving "
-            "objects and reflections are the usual causes; consider removing them before training."
+            f"{len(weak)} image{' agrees' if one else 's agree'} poorly with the others: {listed(weak)}. Blur, "
+            "little overlap, moving objects and reflections are the usual causes; consider removing "
+            f"{'it' if one else 'them'} before training."
         )
     fx = rec.intrinsics[:, 0]
     if not rec.shared_intrinsics and rec.num_images > 1 and np.std(fx) > FOCAL_SPREAD * np.median(fx):

@@ -33,7 +33,6 @@ from fast3r_ns.preview.files import (
 )
 
 _STATUS_COLORS = {"ok": (46, 125, 50), "weak": (239, 108, 0), "untrusted": (198, 40, 40), "unknown": (60, 60, 60)}
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -241,11 +240,12 @@ def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnai
             details.content = _camera_markdown(scene, out_dir, labels.index(chosen.value))
 
     @look_through.on_click
-    def _(_) -> None:
+    def _(event: viser.GuiEvent) -> None:
         if not scene.cameras:
             return
         camera = scene.cameras[labels.index(chosen.value)]
-        for client in server.get_clients().values():
+        clients = [event.client] if event.client is not None else list(server.get_clients().values())
+        for client in clients:
             client.camera.wxyz = vtf.SO3.from_matrix(camera.cam_to_world[:3, :3]).wxyz
             client.camera.position = camera.cam_to_world[:3, 3]
             client.camera.fov = float(2 * np.arctan(camera.height / (2 * camera.fy)))
