@@ -13,11 +13,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tyro
-import viser
-import viser.transforms as vtf
 from PIL import Image, ImageOps
 
 from fast3r_ns.preview.files import (
@@ -32,12 +31,15 @@ from fast3r_ns.preview.files import (
     view_status,
 )
 
+if TYPE_CHECKING:  # viser is imported when the viewer starts, so that importing ViewConfig needs only tyro
+    import viser
+
 _STATUS_COLORS = {"ok": (46, 125, 50), "weak": (239, 108, 0), "untrusted": (198, 40, 40), "unknown": (60, 60, 60)}
 
 
 @dataclass
 class ViewConfig:
-    """Open an output folder of ``ns-process-data fast3r`` in a 3-D viewer in the browser."""
+    """Show an output folder of ns-process-data fast3r or fast3r-ns process in a 3-D viewer in the browser."""
 
     out_dir: tyro.conf.Positional[Path]
     """The output folder (the one holding transforms.json)."""
@@ -49,6 +51,12 @@ class ViewConfig:
     """Most points sent to the browser (a fixed-seed random subset). Default is 1,000,000."""
     thumbnail_size: int = 128
     """Long side in pixels of the images drawn in the camera frusta; 0 draws none. Default is 128."""
+
+    def main(self) -> None:
+        """Serve until Ctrl-C (exit code 0); exit with code 2 when the folder cannot be shown."""
+        code = run(self)
+        if code:
+            raise SystemExit(code)
 
 
 @dataclass
@@ -163,6 +171,8 @@ class Controls:
 
 def build_scene(server: viser.ViserServer, scene: Scene, out_dir: Path, thumbnail_size: int = 128) -> Controls:
     """Add the point cloud, the camera frusta and the controls to ``server``."""
+    import viser.transforms as vtf
+
     centre, size = _extent(scene)
     server.scene.set_up_direction(tuple(float(v) for v in scene.up))
     base_point_size = size / 500.0
@@ -278,6 +288,11 @@ def run(config: ViewConfig) -> int:
     if not (out_dir / "transforms.json").is_file():
         print(f"fast3r-ns view: {out_dir / 'transforms.json'} not found; pass a folder written by fast3r-ns.")
         return 2
+    try:
+        import viser
+    except ImportError:
+        print("fast3r-ns view needs viser: pip install 'fast3r-ns[preview]'")
+        return 2
     server = None
     try:
         scene = load_scene(out_dir, config.max_points)
@@ -307,7 +322,7 @@ def run(config: ViewConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: ``python -m fast3r_ns.preview.viewer OUT [--port 0]``."""
-    return run(tyro.cli(ViewConfig, args=argv))
+    return run(tyro.cli(ViewConfig, args=argv, prog="fast3r-ns view"))
 
 
 if __name__ == "__main__":
