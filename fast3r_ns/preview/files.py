@@ -66,6 +66,7 @@ class Camera:
     cy: float
     width: int
     height: int
+    original_file_path: str = ""  # the source image, when transforms.json records it
 
 
 def view_status(confidence: Sequence[float] | np.ndarray, pose_ok: Sequence[bool] | np.ndarray) -> list[str]:
@@ -155,17 +156,21 @@ def read_preview(out_dir: Path) -> list[PreviewView] | None:
     return views
 
 
-def match_views(file_paths: Sequence[str], views: Sequence[PreviewView]) -> list[PreviewView | None]:
+def match_views(
+    file_paths: Sequence[str], views: Sequence[PreviewView], original_paths: Sequence[str] | None = None
+) -> list[PreviewView | None]:
     """For each transforms.json ``file_path``, the preview view of the same image, or None.
 
-    Matched by the recorded frame path, else by file name, else by the number in nerfstudio's
-    ``frame_NNNNN`` names (frame_00001 is view 0), else by position when the counts are equal.
+    Matched by the recorded frame path, else by the file name of ``original_paths`` (transforms.json's
+    ``original_file_path``) or of the file path, else by the number in nerfstudio's ``frame_NNNNN`` names
+    (frame_00001 is view 0), else by position when the counts are equal.
     """
     by_frame = {v.frame_path: v for v in views if v.frame_path}
     by_name = {v.name: v for v in views}
     matched: list[PreviewView | None] = []
-    for file_path in file_paths:
-        view = by_frame.get(file_path) or by_name.get(Path(file_path).name)
+    for j, file_path in enumerate(file_paths):
+        original = Path(original_paths[j]).name if original_paths is not None and original_paths[j] else None
+        view = by_frame.get(file_path) or by_name.get(original) or by_name.get(Path(file_path).name)
         number = re.fullmatch(r"frame_(\d+)", Path(file_path).stem)
         if view is None and number is not None and 0 < int(number.group(1)) <= len(views):
             view = views[int(number.group(1)) - 1]
@@ -196,6 +201,7 @@ def read_cameras(out_dir: Path) -> tuple[list[Camera], dict]:
                 cy=float(value("cy")),
                 width=int(value("w")),
                 height=int(value("h")),
+                original_file_path=str(frame.get("original_file_path") or ""),
             )
         )
     return cameras, meta

@@ -69,8 +69,8 @@ def colorize_confidence(
     return images, (float(np.exp(low)), float(np.exp(high)))
 
 
-def report_data(reconstruction: Reconstruction, command: str) -> dict:
-    """The numbers the report shows, as plain JSON-able values."""
+def report_data(reconstruction: Reconstruction, command: str, timings: dict[str, float] | None = None) -> dict:
+    """The numbers the report shows, as plain JSON-able values (``timings`` default: the reconstruction's)."""
     rec = reconstruction
     names = [Path(p).name for p in rec.image_paths]
     conf = np.asarray(rec.view_confidence, dtype=np.float64)
@@ -81,7 +81,7 @@ def report_data(reconstruction: Reconstruction, command: str) -> dict:
     verdict = "good" if not flagged else "check" if len(flagged) <= POOR_FRACTION * rec.num_images else "poor"
     fx, fy = rec.intrinsics[:, 0], rec.intrinsics[:, 1]
     widths, heights = rec.image_sizes[:, 0], rec.image_sizes[:, 1]
-    timings = {str(k): float(v) for k, v in rec.timings.items()}
+    timings = {str(k): float(v) for k, v in (rec.timings if timings is None else timings).items()}
     return {
         "version": 1,
         "command": command,
@@ -380,6 +380,7 @@ def write_report(
     confidence_maps: Sequence[np.ndarray] | np.ndarray | None = None,
     command: str | None = None,
     frame_paths: Sequence[str] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Path:
     """Write ``fast3r_report.html`` and ``fast3r_report.png`` into ``out_dir`` (and the viewer's files into
     ``out_dir/fast3r_preview/``); return the HTML path.
@@ -388,14 +389,18 @@ def write_report(
         out_dir: the output folder (created if missing).
         reconstruction: the reconstruction whose points went into the output PLY, in the same order.
         confidence_maps: per view, its confidence map [h, w] (any resolution, e.g. the network's), or None.
-        command: the command line that produced the reconstruction. Default is this process's ``sys.argv``.
+        command: the command line that produced the reconstruction. Default is this process's ``sys.argv``
+            (program name without its folder).
         frame_paths: per view, its image path in transforms.json relative to ``out_dir``
             (e.g. ``images/frame_00001.jpg``). Default is unknown; the viewer then matches images by name.
+        timings: seconds per stage to show, in order. Default is ``reconstruction.timings``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = reconstruction
-    data = report_data(rec, command if command is not None else shlex.join(sys.argv))
+    if command is None:
+        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    data = report_data(rec, command, timings)
     map_images = None
     if confidence_maps is not None:
         map_images, scale = colorize_confidence(list(confidence_maps))

@@ -99,7 +99,10 @@ def load_scene(out_dir: Path, max_points: int = 1_000_000) -> Scene:
         confidence = confidence[keep] if confidence is not None else None
 
     preview = read_preview(out_dir)
-    views = match_views([c.file_path for c in cameras], preview) if preview else [None] * len(cameras)
+    if preview:
+        views = match_views([c.file_path for c in cameras], preview, [c.original_file_path for c in cameras])
+    else:
+        views = [None] * len(cameras)
     known = [v for v in views if v is not None]
     known_status = view_status([v.confidence for v in known], [v.pose_ok for v in known])
     status_of = {id(v): s for v, s in zip(known, known_status)}

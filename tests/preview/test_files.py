@@ -90,3 +90,5 @@ def test_match_views() -> None:
     paths = ["images/frame_00001.jpg", "images/c.jpg", "images/frame_00002.png", "images/zzz.png"]
     assert [v.index if v else None for v in match_views(paths, views)] == [0, 2, 1, None]
     assert match_views(["x/p.png", "x/q.png", "x/r.png"], views) == views  # same count, nothing matched
+    originals = ["/data/c.jpg", "/data/b.jpg", None]
+    assert match_views(["images/frame_00001.png", "x/q.png", "x/r.png"], views, originals) == views[::-1][:2] + [None]

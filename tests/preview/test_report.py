@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,11 @@ def test_report_of_clean_reconstruction_without_extras(tmp_path: Path) -> None:
     rec.shared_intrinsics = True
     rec.timings = {}
     out = tmp_path / "out"
-    text = write_report(out, rec, command="fast3r").read_text(encoding="utf-8")
+    timings = {"collect": 0.5, "model": 2.0}
+    text = write_report(out, rec, timings=timings).read_text(encoding="utf-8")
     data = report_json(text)
+    assert data["timings"] == timings
+    assert data["command"].split()[0] == Path(sys.argv[0]).name  # default: this process's command line
     assert data["verdict"] == "good" and data["weak_images"] == [] and data["untrusted_images"] == []
     assert "ready for training" in element_text(text, "advice")
     assert re.search(rf"all {rec.num_images} images\s+70.0\s+71.0", element_text(text, "focal"))
