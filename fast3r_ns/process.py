@@ -156,7 +156,8 @@ def process(
         timings["model"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        reconstruction = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
+        capture = _ConfidenceCapture(predictor)
+        reconstruction = _reconstruct(config, images, capture, reconstruct_fn, console, progress)
         timings["reconstruct"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -179,10 +180,12 @@ def process(
         progress.update(task, total=1, completed=1)
         timings["write model"] = time.perf_counter() - tic
 
+    stages = _stages(reconstruction, timings)
+    report = _write_report(output_dir, reconstruction, capture.maps, file_paths, stages, console)
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
-    result.summary = _summary(config, reconstruction, sources, timings, notes, output_dir)
+    result.summary = _summary(config, reconstruction, sources, timings, notes, output_dir, stages, report)
     console.rule("[bold green]:tada: :tada: :tada: All DONE :tada: :tada: :tada:")
     for line in result.summary:
         console.print(line, justify="center", highlight=False)
@@ -402,6 +405,45 @@ def _write_images(
             progress.advance(task)
 
 
+def _stages(reconstruction: Reconstruction, timings: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage, in order: ours around the pipeline's own stages."""
+    stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
+    stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
+    return stages | {k: timings[k] for k in ("write images", "write model")}
+
+
+class _ConfidenceCapture:
+    """Passes predictions through, keeping each view's confidence map at 1/4 resolution for the report."""
+
+    def __init__(self, predictor: Predictor, stride: int = 4) -> None:
+        self.predictor, self.stride, self.maps = predictor, stride, []
+
+    def __call__(self, views):
+        outputs = self.predictor(views)
+        self.maps = [o["conf"][0, :: self.stride, :: self.stride].float().cpu().numpy() for o in outputs]
+        return outputs
+
+
+def _write_report(
+    output_dir: Path,
+    reconstruction: Reconstruction,
+    confidence_maps: list[np.ndarray],
+    frame_paths: list[str],
+    stages: dict[str, float],
+    console: Console,
+) -> Path | None:
+    """The quality report beside the dataset; a failure here never costs the dataset already written."""
+    from .preview.report import write_report
+
+    try:
+        return write_report(
+            output_dir, reconstruction, confidence_maps or None, frame_paths=frame_paths, timings=stages
+        )
+    except Exception as error:  # noqa: BLE001 - the report is optional, the dataset is complete
+        console.print(f"[yellow]Could not write the report: {error}", highlight=False)
+        return None
+
+
 def _summary(
     config: ProcessConfig,
     reconstruction: Reconstruction,
@@ -409,6 +451,8 @@ def _summary(
     timings: dict[str, float],
     notes: list[str],
     output_dir: Path,
+    stages: dict[str, float],
+    report: Path | None,
 ) -> list[str]:
     fx = reconstruction.intrinsics[:, 0]
     num_eval = sum(s.output_name.startswith("frame_eval_") for s in sources)
@@ -427,11 +471,10 @@ def _summary(
     lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
-    stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
-    stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
-    stages.update({k: timings[k] for k in ("write images", "write model")})
     per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
     lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
     lines += notes
+    if report is not None:
+        lines.append(f"Report: {report} (3-D preview: fast3r-ns view {output_dir})")
     lines.append(f"Next: ns-train splatfacto --data {output_dir}")
     return lines

@@ -25,6 +25,12 @@ def oracle_fixture(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def exact_oracle_fixture() -> dict[str, np.ndarray]:
+    """The exact synthetic scene (the only one that stores the official aligned local pointmaps)."""
+    return _load("poses/oracle_scene.npz")
+
+
+@pytest.fixture(scope="session")
 def tiny_fixture() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(official forward outputs of the tiny random model, official pose recovery on them)."""
     return _load("fast3r-tiny/outputs.npz"), _load("poses/tiny_model_poses.npz")

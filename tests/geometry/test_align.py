@@ -38,9 +38,8 @@ def test_umeyama_reflection_is_corrected() -> None:
     assert torch.linalg.det(rotation) == pytest.approx(1.0)
 
 
-def test_official_alignment_matches_oracle_fixture(oracle_fixture: dict[str, np.ndarray]) -> None:
-    if "est_view0_pts3d_local_aligned_to_global_p85" not in oracle_fixture:
-        pytest.skip("the noisy fixture stores no aligned pointmaps")
+def test_official_alignment_matches_oracle_fixture(exact_oracle_fixture: dict[str, np.ndarray]) -> None:
+    oracle_fixture = exact_oracle_fixture
     for view in range(len(oracle_fixture["conf"])):
         aligned = align_local_to_global_official(
             torch.from_numpy(oracle_fixture["pts3d_local"][view]),

@@ -48,7 +48,17 @@ def mixed_scene(tmp_path_factory):
 def test_layout(shared_scene):
     out, rec = shared_scene
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["colmap", "images", "images_2", "images_4", "sparse_pc.ply", "transforms.json"]
+    assert names == [
+        "colmap",
+        "fast3r_preview",
+        "fast3r_report.html",
+        "fast3r_report.png",
+        "images",
+        "images_2",
+        "images_4",
+        "sparse_pc.ply",
+        "transforms.json",
+    ]
     assert not list(out.parent.glob("scene.tmp-*"))
     frames = [f"frame_{i:05d}.png" for i in range(1, 5)]
     for folder, size in (("images", (96, 72)), ("images_2", (48, 36)), ("images_4", (24, 18))):
