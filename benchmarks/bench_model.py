@@ -129,7 +129,7 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--views", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--views", type=int, nargs="*", default=[8, 64, 256])
     parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(DTYPES))
     parser.add_argument("--compare", type=int, nargs="*", default=[8, 64], help="views for bf16-vs-fp32 checks")
     parser.add_argument("--official", type=Path, default=None, help="official checkout: time it as the baseline")
@@ -149,6 +149,8 @@ def main() -> None:
     for views in args.sdpa:
         for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
             append(out, base | {"case": "sdpa_backend", "views": views} | record)
+    if not args.views and not args.compare:
+        return
     models = {name: build(DTYPES[name], args.device) for name in args.dtypes}
     for model in models.values():
         model.output_device = args.output_device
