@@ -117,6 +117,25 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]
         cases.append(("CUDNN_ATTENTION", "bf16", "qkv-strided", SDPBackend.CUDNN_ATTENTION, list(qkv)))
         cases.append(("CUDNN_ATTENTION", "fp16", "BHND", SDPBackend.CUDNN_ATTENTION, [t.half() for t in contiguous]))
     records = []
+    if layouts and device.startswith("cuda"):
+        from fast3r_ns.model.attention import blocked_attention
+
+        q, k, v = contiguous
+        for kv_block in (24576, 49152, 98304):
+            blocked_attention(q, k, v, 0.125, kv_block, 196608)
+            start = sync(device)
+            for _ in range(repeats):
+                blocked_attention(q, k, v, 0.125, kv_block, 196608)
+            seconds = (sync(device) - start) / repeats
+            records.append(
+                {
+                    "backend": "blocked-cudnn",
+                    "tokens": tokens,
+                    "dtype": "bf16",
+                    "kv_block": kv_block,
+                    "tflops_per_s": flop / seconds / 1e12,
+                }
+            )
     for name, dtype, layout, backend, (q, k, v) in cases:
         record = {"backend": name, "tokens": tokens, "dtype": dtype, "layout": layout}
         try:
@@ -136,16 +155,24 @@ def main() -> None:
     parser.add_argument("--official-max-views", type=int, default=1000, help="the official code fails beyond 1000")
     parser.add_argument("--sdpa", type=int, nargs="*", default=[], help="views: time SDPA backends at that size")
     parser.add_argument("--output-device", default=None, help="move outputs there per head chunk (e.g. cpu)")
+    parser.add_argument("--kv-block", type=int, default=None, help="attention KV block tokens (0: plain SDPA)")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.kv_block is not None:
+        import fast3r_ns.model.attention as attention_module
+
+        attention_module.KV_BLOCK_TOKENS = args.kv_block
     torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32
     torch.backends.cudnn.allow_tf32 = False
     out = args.out or RESULTS / f"model_{device_name().split()[-1].lower()}.jsonl"
     base = {"bench": "model", "commit": commit(), "device": device_name(), "gpus": 1}
     base |= {"height": args.height, "width": args.width, "torch": torch.__version__}
+    from fast3r_ns.model import attention as attention_module
+
+    base |= {"kv_block": attention_module.KV_BLOCK_TOKENS, "output_device": args.output_device}
     for views in args.sdpa:
         for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
             append(out, base | {"case": "sdpa_backend", "views": views} | record)

@@ -29,10 +29,53 @@ CUDA_SDPA_PRIORITY = [
 """SDPA backends tried in this order on CUDA: cuDNN measured fastest for head dim 64 on H100/H200."""
 
 
+KV_BLOCK_TOKENS = 49152
+"""Long CUDA attentions run over key/value blocks of this many tokens, merged by log-sum-exp: one head's block of
+K and V (12 MB in bf16) then stays in L2 while every query tile reads it. cuDNN measured 491 TFLOP/s at 49k
+tokens but 415 at 768k on an H200. 0 disables blocking."""
+
+Q_BLOCK_TOKENS = 196608
+"""Queries per blocked call (bounds the float32 accumulator)."""
+
+
+def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
+    """(out [B, H, Nq, D] in q's dtype, log-sum-exp [B, H, Nq] float32) of softmax attention."""
+    if q.is_cuda:
+        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, scale=scale)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+    return out, lse.reshape(q.shape[:3]).float()
+
+
+def blocked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kv_block: int, q_block: int
+) -> torch.Tensor:
+    """Exact attention as a log-sum-exp merge over key/value blocks. q, k, v: [B, H, N, D] -> [B, H, Nq, D]."""
+    out = torch.empty_like(q)
+    for q_start in range(0, q.shape[2], q_block):
+        q_part = q[:, :, q_start : q_start + q_block]
+        acc, lse_acc = None, None
+        for kv_start in range(0, k.shape[2], kv_block):
+            part, lse = attention_with_lse(
+                q_part, k[:, :, kv_start : kv_start + kv_block], v[:, :, kv_start : kv_start + kv_block], scale
+            )
+            if acc is None:
+                acc, lse_acc = part.float(), lse
+                continue
+            merged = torch.logaddexp(lse_acc, lse)
+            acc.mul_((lse_acc - merged).exp_().unsqueeze(-1))
+            acc.addcmul_(part, (lse - merged).exp_().unsqueeze(-1))
+            lse_acc = merged
+        out[:, :, q_start : q_start + q_block] = acc
+    return out
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Softmax attention. q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
     if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if KV_BLOCK_TOKENS and k.shape[2] > 2 * KV_BLOCK_TOKENS and q.dtype in (torch.float16, torch.bfloat16):
+        return blocked_attention(q, k, v, scale, KV_BLOCK_TOKENS, Q_BLOCK_TOKENS)
     if USE_FLASH_ATTN and FLASH_ATTN_AVAILABLE and q.dtype in (torch.float16, torch.bfloat16):
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
         return out.transpose(1, 2)
