@@ -7,6 +7,7 @@ Writes JSON lines to benchmarks/results/model_<gpu>.jsonl (fields: shared/conven
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 import sys
 import time
 from pathlib import Path
@@ -28,12 +29,15 @@ def build(dtype: torch.dtype, device: str, seed: int = 0) -> Fast3R:
     return model.to(dtype).eval()
 
 
-def images(views: int, height: int, width: int, device: str, seed: int = 0) -> list[torch.Tensor]:
-    """Smooth random images in [-1, 1] (low-frequency noise upsampled), one [1, 3, H, W] per view."""
+def images(
+    views: int, height: int, width: int, device: str, seed: int = 0, dtype: torch.dtype = torch.bfloat16
+) -> list[torch.Tensor]:
+    """Smooth random images in [-1, 1] (low-frequency noise upsampled), one [1, 3, H, W] per view, in ``dtype``
+    (the predictor casts to the model's dtype before the transfer)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     coarse = torch.rand(views, 3, height // 32, width // 32, generator=generator) * 2 - 1
     full = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return [v[None].to(device) for v in full]
+    return [v[None].to(device, dtype) for v in full]
 
 
 def sync(device: str) -> float:
@@ -90,7 +94,7 @@ def compare(reference: list[dict], other: list[dict]) -> dict:
     return stats
 
 
-def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]:
+def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> Iterator[dict]:
     """Achieved TFLOP/s of SDPA on one decoder-sized attention ([1, 16, tokens, 64]).
 
     Every backend in bf16 on contiguous [B, H, N, D] tensors; with ``layouts``, cuDNN also on the strided views the
@@ -116,7 +120,6 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]
         qkv = torch.randn(1, tokens, 3, 16, 64, device=device, dtype=torch.bfloat16).permute(2, 0, 3, 1, 4)
         cases.append(("CUDNN_ATTENTION", "bf16", "qkv-strided", SDPBackend.CUDNN_ATTENTION, list(qkv)))
         cases.append(("CUDNN_ATTENTION", "fp16", "BHND", SDPBackend.CUDNN_ATTENTION, [t.half() for t in contiguous]))
-    records = []
     if layouts and device.startswith("cuda"):
         from fast3r_ns.model.attention import blocked_attention
 
@@ -142,8 +145,7 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> list[dict]
             record["tflops_per_s"] = flop / measure(backend, q, k, v, repeats) / 1e12
         except RuntimeError as error:
             record["error"] = str(error).splitlines()[0]
-        records.append(record)
-    return records
+        yield record
 
 
 def main() -> None:
@@ -206,7 +208,7 @@ def main() -> None:
         from benchmarks.official_baseline import build_official
 
         state = {k: v.float() for k, v in models[args.dtypes[0]].state_dict().items()}
-        official = build_official(args.official, models[args.dtypes[0]].config.to_dict(), state, args.device)
+        official = build_official(args.official, models[args.dtypes[0]].config.to_dict(), state, "cpu")
         del state
     timed_forward(models[args.dtypes[0]], images(2, args.height, args.width, args.device), args.device)  # warm-up
     for views in args.views:
@@ -238,6 +240,8 @@ def time_official(model, inputs: list[torch.Tensor], device: str) -> dict:
     from benchmarks.official_baseline import official_forward
 
     cuda = device.startswith("cuda")
+    model.to(device)  # only while it runs: its weights must not count in our peak memory
+    inputs = [v.float() for v in inputs]  # the official code takes float32 images
     official_forward(model, inputs[:2], torch.float16 if cuda else None)  # warm-up
     if cuda:
         torch.cuda.empty_cache()
@@ -250,6 +254,11 @@ def time_official(model, inputs: list[torch.Tensor], device: str) -> dict:
         return {"seconds": seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
     except torch.OutOfMemoryError as error:
         return {"error": f"out of memory: {str(error).splitlines()[0]}"}
+    finally:
+        model.to("cpu")
+        del inputs
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -33,5 +33,6 @@ class Fast3RPredictor:
 
     @torch.inference_mode()
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:
-        outputs = self.model([v.to(self.device, non_blocking=True) for v in views])
+        dtype = next(self.model.parameters()).dtype  # cast before the transfer: half the bytes and no fp32 copy
+        outputs = self.model([v.to(dtype).to(self.device, non_blocking=True) for v in views])
         return [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
