@@ -7,9 +7,9 @@ Writes JSON lines to benchmarks/results/model_<gpu>.jsonl (fields: shared/conven
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
