@@ -130,15 +130,13 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> Iterator[d
             for _ in range(repeats):
                 blocked_attention(q, k, v, 0.125, kv_block, 196608)
             seconds = (sync(device) - start) / repeats
-            records.append(
-                {
-                    "backend": "blocked-cudnn",
-                    "tokens": tokens,
-                    "dtype": "bf16",
-                    "kv_block": kv_block,
-                    "tflops_per_s": flop / seconds / 1e12,
-                }
-            )
+            yield {
+                "backend": "blocked-cudnn",
+                "tokens": tokens,
+                "dtype": "bf16",
+                "kv_block": kv_block,
+                "tflops_per_s": flop / seconds / 1e12,
+            }
     for name, dtype, layout, backend, (q, k, v) in cases:
         record = {"backend": name, "tokens": tokens, "dtype": dtype, "layout": layout}
         try:
