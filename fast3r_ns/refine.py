@@ -31,6 +31,10 @@ class BundleOptions:
     """Add and refine one radial distortion coefficient per camera (SIMPLE_RADIAL). Default is False."""
     shared_camera: bool = False
     """One camera for all images (refines one focal). Default is False."""
+    refine_points: bool = False
+    """Let the track points move too (classic bundle adjustment). Off, they stay at the pointmaps' 3-D positions and
+    only the cameras move: the pointmaps' metric shape then pins down what reprojections alone leave weak (a
+    common focal / rotation drift along narrow sequences). Default is False."""
     loss_scale: float = 2.0
     """Scale (pixels) of the Cauchy loss on reprojection residuals. Default is 2.0."""
     max_reprojection_error: float = 4.0
@@ -142,7 +146,11 @@ def bundle_adjust(
         config = pycolmap.BundleAdjustmentConfig()
         for index in range(count):
             config.add_image(index + 1)
-        config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+        if options.refine_points:
+            config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+        else:
+            for point_id in model.point3D_ids():
+                config.add_constant_point(point_id)
         summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
         reports.append(summary.brief_report())
         # Outliers leave after every round (after the last one too, so they are not in the result).

@@ -41,6 +41,7 @@ class Tracks:
     view: np.ndarray  # [O] int64, view of each observation
     pixel: np.ndarray  # [O, 2] float64, continuous network-image coordinates
     source_point: np.ndarray  # [O, 3] float64, the view's own global point at the observation (before sub-pixel)
+    confidence: np.ndarray  # [O] float64, the view's global confidence there
     pairs: np.ndarray  # [P, 2] int64, candidate view pairs that were matched
     pair_matches: np.ndarray  # [P] int64, mutual matches kept per pair
 
@@ -52,6 +53,23 @@ class Tracks:
     def track(self) -> np.ndarray:
         """[O] int64, track of each observation."""
         return np.repeat(np.arange(self.num_tracks), np.diff(self.offsets))
+
+    def select(self, keep: np.ndarray, min_length: int = 2) -> Tracks:
+        """The observations where ``keep`` [O] is True; tracks left with fewer than ``min_length`` disappear."""
+        track = self.track
+        length = np.bincount(track[keep], minlength=self.num_tracks)
+        keep = keep & (length >= min_length)[track]
+        kept_tracks = np.flatnonzero(length >= min_length)
+        return Tracks(
+            points=self.points[kept_tracks],
+            offsets=np.concatenate([[0], np.cumsum(length[kept_tracks])]).astype(np.int64),
+            view=self.view[keep],
+            pixel=self.pixel[keep],
+            source_point=self.source_point[keep],
+            confidence=self.confidence[keep],
+            pairs=self.pairs,
+            pair_matches=self.pair_matches,
+        )
 
 
 def sample_view(
@@ -176,6 +194,7 @@ def build_tracks(
         view=node_view[nodes].astype(np.int64),
         pixel=all_pixels[nodes],
         source_point=all_points[nodes],
+        confidence=all_conf[nodes],
         pairs=pairs,
         pair_matches=pair_matches,
     )
