@@ -71,6 +71,9 @@ class ProcessConfig:
     """Absolute confidence floor for points (confidence is >= 1); None keeps the pipeline's default."""
     max_points: int | None = None
     """Voxel-thin the point cloud to about this many points; None keeps the pipeline's default."""
+    refine: bool = False
+    """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from Fast3R's own
+    pointmaps; slower, off by default."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
@@ -348,6 +351,7 @@ def _reconstruct(
             "min_confidence": config.min_confidence,
             "max_points": config.max_points,
             "device": config.device,
+            "refine": config.refine,
         }
         options = ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
     else:

@@ -9,6 +9,23 @@ import numpy as np
 
 
 @dataclass
+class PointTracks:
+    """Multi-view observations of some points of a ``Reconstruction`` (the tracks of ``--refine``).
+
+    Track t is point ``point[t]`` of the reconstruction, seen at rows ``offsets[t]:offsets[t + 1]``.
+    """
+
+    point: np.ndarray  # [T] int64, row of the point in Reconstruction.points
+    offsets: np.ndarray  # [T + 1] int64
+    image: np.ndarray  # [O] int32, image of each observation
+    pixel: np.ndarray  # [O, 2] float32, (x, y) continuous coordinates in that original image
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self.point)
+
+
+@dataclass
 class Reconstruction:
     """Per-image cameras (original resolution, OpenCV axes) and a point cloud in the same world frame.
 
@@ -32,6 +49,8 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     pose_notes: list[str] = field(default_factory=list)  # [N] why a pose is not trusted ("" where pose_ok)
     focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
+    tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
+    refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
 
     @property
     def num_images(self) -> int:

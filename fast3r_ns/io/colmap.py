@@ -1,7 +1,8 @@
 """Reconstruction -> a COLMAP sparse model (cameras, images, points3D .bin) written with pycolmap.
 
 Each point becomes a 3D point whose track holds one observation: the image it was predicted from and its pixel
-there (a Point2D of that image). Cameras are PINHOLE; one camera when all images share size and intrinsics.
+there (a Point2D of that image), except the points of ``reconstruction.tracks`` (from ``--refine``), whose tracks
+hold all their observations. Cameras are PINHOLE; one camera when all images share size and intrinsics.
 """
 
 from __future__ import annotations
@@ -29,23 +30,40 @@ def build_colmap_model(reconstruction: Reconstruction, image_names: list[str]): 
         camera.params = [fx, fy, cx, cy]
         model.add_camera_with_trivial_rig(camera)
 
-    point_image = np.asarray(reconstruction.point_image)
-    order = np.argsort(point_image, kind="stable")
-    starts = np.searchsorted(point_image[order], np.arange(reconstruction.num_images + 1))
+    # Observations: one per point, or a point's whole track; sorted by image to number each image's Point2Ds.
+    count = len(reconstruction.points)
+    obs_point = np.arange(count, dtype=np.int64)
+    obs_image = np.asarray(reconstruction.point_image, dtype=np.int64)
+    obs_pixel = np.asarray(reconstruction.point_pixel, dtype=np.float64).reshape(-1, 2)
+    tracks = reconstruction.tracks
+    if tracks is not None and tracks.num_tracks:
+        in_track = np.zeros(count, dtype=bool)
+        in_track[tracks.point] = True
+        single = ~in_track
+        obs_point = np.concatenate([obs_point[single], np.repeat(tracks.point, np.diff(tracks.offsets))])
+        obs_image = np.concatenate([obs_image[single], np.asarray(tracks.image, dtype=np.int64)])
+        obs_pixel = np.concatenate([obs_pixel[single], np.asarray(tracks.pixel, dtype=np.float64)])
+    order = np.lexsort((obs_point, obs_image))
+    starts = np.searchsorted(obs_image[order], np.arange(reconstruction.num_images + 1))
+    point2d_index = np.empty(len(order), dtype=np.int64)
     world_to_cam = reconstruction.world_to_cam
     for index, name in enumerate(image_names):
         rows = order[starts[index] : starts[index + 1]]
-        keypoints = np.asarray(reconstruction.point_pixel[rows], dtype=np.float64).reshape(-1, 2)
+        point2d_index[rows] = np.arange(len(rows))
+        keypoints = obs_pixel[rows].reshape(-1, 2)
         image = pycolmap.Image(name=name, keypoints=keypoints, camera_id=1 if shared else index + 1, image_id=index + 1)
         model.add_image_with_trivial_frame(image, pycolmap.Rigid3d(world_to_cam[index, :3, :4]))
 
     points = np.asarray(reconstruction.points, dtype=np.float64)
     colors = np.asarray(reconstruction.colors, dtype=np.uint8)
-    for index in range(reconstruction.num_images):
-        for point2d_index, row in enumerate(order[starts[index] : starts[index + 1]]):
-            track = pycolmap.Track()
-            track.add_element(index + 1, point2d_index)
-            model.add_point3D(points[row], track, colors[row])
+    by_point = np.argsort(obs_point, kind="stable")
+    bounds = np.searchsorted(obs_point[by_point], np.arange(count + 1)).tolist()
+    image_ids, point2d = (obs_image[by_point] + 1).tolist(), point2d_index[by_point].tolist()
+    for row in range(count):
+        track = pycolmap.Track()
+        for k in range(bounds[row], bounds[row + 1]):
+            track.add_element(image_ids[k], point2d[k])
+        model.add_point3D(points[row], track, colors[row])
     model.update_point_3d_errors()
     return model
 

@@ -28,6 +28,16 @@ class OraclePredictor:
         half the depth) that keep a normal confidence.
       low_conf_fraction: fraction of each image covered by rectangles whose points are garbage (30 % noise)
         and whose confidence is in [1, 1.3).
+    View-level errors (one draw per view, from a generator of its own so the per-pixel draws above are unchanged):
+      local_focal_noise: relative std of the local pointmap's field of view (its x, y are divided by 1 + e, so a
+        focal estimated from it is off by the factor 1 + e).
+      local_rotation_noise_deg, local_translation_noise: std of a rotation (degrees, about a random axis through
+        the camera) and of a translation (relative to the view's median depth) of the local pointmap: the local
+        and global heads disagree about the camera, so the pose solved between them is off.
+      global_rotation_noise_deg, global_translation_noise, global_scale_noise: a similarity (about the camera
+        centre) applied to the view's global pointmap: the view is misaligned with the others. Cameras solved from
+        such a pointmap carry the same misalignment and agree with it exactly, so correspondences taken from the
+        pointmaps themselves cannot reveal it (a photometric matcher could).
     Normal pixels get confidences uniform in [2, 10). With ``normalize`` the global pointmaps are divided by their
     mean distance to the origin over all views and each local pointmap by its own, as in training.
     """
@@ -42,6 +52,12 @@ class OraclePredictor:
         low_conf_fraction: float = 0.0,
         normalize: bool = True,
         seed: int = 0,
+        local_focal_noise: float = 0.0,
+        local_rotation_noise_deg: float = 0.0,
+        local_translation_noise: float = 0.0,
+        global_rotation_noise_deg: float = 0.0,
+        global_translation_noise: float = 0.0,
+        global_scale_noise: float = 0.0,
     ) -> None:
         if images is not None and len(images) != len(scene.cameras):
             raise ValueError(f"{len(images)} images for a scene of {len(scene.cameras)} cameras")
@@ -53,6 +69,12 @@ class OraclePredictor:
         self.low_conf_fraction = low_conf_fraction
         self.normalize = normalize
         self.seed = seed
+        self.local_focal_noise = local_focal_noise
+        self.local_rotation_noise_deg = local_rotation_noise_deg
+        self.local_translation_noise = local_translation_noise
+        self.global_rotation_noise_deg = global_rotation_noise_deg
+        self.global_translation_noise = global_translation_noise
+        self.global_scale_noise = global_scale_noise
 
     def network_pixels(self, view: int, height: int, width: int) -> np.ndarray:
         """[H, W, 2] continuous original-image coordinates of the centres of the network pixels of ``view``."""
@@ -77,6 +99,36 @@ class OraclePredictor:
             out[garbage] = points[garbage] * (1.0 + 0.3 * rng.standard_normal((num, 3)))
         return out
 
+    def view_errors(self, view: int, depth: float) -> dict[str, np.ndarray]:
+        """The view-level errors of ``view`` (depth: its median depth): ``local`` and ``global`` [4, 4] maps of
+        camera-frame points (``global`` may scale) and ``focal_factor`` (local x, y are divided by it)."""
+        rng = np.random.default_rng([self.seed, view, 1])
+        draws = rng.standard_normal(12)
+
+        def similarity(axis_angle_deg: np.ndarray, translation: np.ndarray, scale: float) -> np.ndarray:
+            angle = np.linalg.norm(axis_angle_deg)
+            out = np.eye(4)
+            if angle > 0:
+                axis = axis_angle_deg / angle
+                skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+                radians = np.deg2rad(angle)
+                out[:3, :3] = np.eye(3) + np.sin(radians) * skew + (1 - np.cos(radians)) * skew @ skew
+            out[:3, :3] *= scale
+            out[:3, 3] = translation
+            return out
+
+        return {
+            "focal_factor": np.array(1.0 + self.local_focal_noise * draws[0]),
+            "local": similarity(
+                self.local_rotation_noise_deg * draws[1:4], self.local_translation_noise * depth * draws[4:7], 1.0
+            ),
+            "global": similarity(
+                self.global_rotation_noise_deg * draws[7:10],
+                self.global_translation_noise * depth * np.array([draws[10], draws[11], draws[0]]),
+                1.0 + self.global_scale_noise * draws[11],
+            ),
+        }
+
     def _low_conf_mask(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), dtype=bool)
         target = self.low_conf_fraction * height * width
@@ -96,11 +148,16 @@ class OraclePredictor:
         outliers &= ~garbage
         cams = self.scene.cameras
         view_to_cam0 = np.linalg.inv(cams[0].cam_to_world) @ cams[view].cam_to_world
+        errors = self.view_errors(view, float(np.median(points_cam[..., 2])))
         outputs = {}
         for name, conf_name in (("pts3d_in_other_view", "conf"), ("pts3d_local", "conf_local")):
             points = self._corrupt(rng, points_cam, outliers, garbage)
             if name == "pts3d_in_other_view":
+                points = points @ errors["global"][:3, :3].T + errors["global"][:3, 3]
                 points = points @ view_to_cam0[:3, :3].T + view_to_cam0[:3, 3]
+            else:
+                points[..., :2] /= errors["focal_factor"]
+                points = points @ errors["local"][:3, :3].T + errors["local"][:3, 3]
             conf = rng.uniform(2.0, 10.0, size=(height, width))
             conf[garbage] = rng.uniform(1.0, 1.3, size=int(garbage.sum()))
             outputs[name], outputs[conf_name] = points, conf

@@ -1,0 +1,205 @@
+"""Bundle adjustment with pycolmap on tracks taken from the pointmaps themselves (``geometry.tracks``).
+
+Cameras, points and observations go into a ``pycolmap.Reconstruction`` (one camera per image, or one shared),
+pycolmap's Ceres bundle adjustment refines poses, focal lengths (optionally principal points and one radial
+distortion coefficient) and points under a robust loss, observations with a large reprojection error are removed
+and the problem is solved again. The result is moved back onto the input's world frame (the similarity that maps
+the refined track points onto their initial positions), so the pointmaps' dense cloud stays valid.
+Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV axes, camera-to-world poses).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .geometry.align import umeyama
+
+
+@dataclass
+class BundleOptions:
+    """What the bundle adjustment refines and how hard it tries."""
+
+    refine_focal: bool = True
+    """Refine the focal lengths. Default is True."""
+    refine_principal_point: bool = False
+    """Refine the principal points (weakly constrained without many views per camera). Default is False."""
+    refine_distortion: bool = False
+    """Add and refine one radial distortion coefficient per camera (SIMPLE_RADIAL). Default is False."""
+    shared_camera: bool = False
+    """One camera for all images (refines one focal). Default is False."""
+    refine_points: bool = False
+    """Let the track points move too (classic bundle adjustment). Off, they stay at the pointmaps' 3-D positions and
+    only the cameras move: the pointmaps' metric shape then pins down what reprojections alone leave weak (a
+    common focal / rotation drift along narrow sequences). Default is False."""
+    loss_scale: float = 2.0
+    """Scale (pixels) of the Cauchy loss on reprojection residuals. Default is 2.0."""
+    max_reprojection_error: float = 4.0
+    """Observations reprojecting farther than this many pixels are dropped between rounds. Default is 4.0."""
+    rounds: int = 2
+    """Solve, filter outliers, solve again ... this many times. Default is 2."""
+    max_iterations: int = 50
+    """Ceres iterations per round. Default is 50."""
+    num_threads: int = -1
+    """Ceres threads; -1 uses every core. Default is -1."""
+
+
+@dataclass
+class BundleResult:
+    """Refined cameras and track points, in the input's world frame."""
+
+    intrinsics: np.ndarray  # [V, 4] (fx, fy, cx, cy) original pixels
+    distortion: np.ndarray  # [V] k1 of SIMPLE_RADIAL (0 where not refined)
+    cam_to_world: np.ndarray  # [V, 4, 4]
+    points: np.ndarray  # [T, 3] refined track points (NaN where the whole track was rejected)
+    observation_ok: np.ndarray  # [O] bool, observations kept after outlier rejection
+    stats: dict[str, float] = field(default_factory=dict)
+    reports: list[str] = field(default_factory=list)  # Ceres' brief report of each round
+
+
+def reprojection_errors(
+    intrinsics: np.ndarray,  # [V, 4]
+    cam_to_world: np.ndarray,  # [V, 4, 4]
+    points: np.ndarray,  # [O, 3] the 3-D point of each observation
+    view: np.ndarray,  # [O] int
+    pixel: np.ndarray,  # [O, 2] original-image pixels
+    distortion: np.ndarray | None = None,  # [V] k1
+) -> np.ndarray:
+    """[O] pixel distance between each observation and the projection of its point (inf behind the camera)."""
+    world_to_cam = np.linalg.inv(cam_to_world)[view]
+    cam = np.einsum("oij,oj->oi", world_to_cam[:, :3, :3], points) + world_to_cam[:, :3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalized = cam[:, :2] / cam[:, 2:3]
+    if distortion is not None:
+        radius2 = np.square(normalized).sum(-1, keepdims=True)
+        normalized = normalized * (1.0 + distortion[view][:, None] * radius2)
+    fx, fy, cx, cy = intrinsics[view].T
+    projected = np.stack([fx * normalized[:, 0] + cx, fy * normalized[:, 1] + cy], axis=-1)
+    error = np.linalg.norm(projected - pixel, axis=-1)
+    return np.where(cam[:, 2] > 0, error, np.inf)
+
+
+def bundle_adjust(
+    image_sizes: np.ndarray,  # [V, 2] (width, height)
+    intrinsics: np.ndarray,  # [V, 4]
+    cam_to_world: np.ndarray,  # [V, 4, 4]
+    points: np.ndarray,  # [T, 3] initial track points
+    offsets: np.ndarray,  # [T + 1] observations of track t are rows offsets[t]:offsets[t + 1]
+    view: np.ndarray,  # [O] int
+    pixel: np.ndarray,  # [O, 2] original-image pixels
+    options: BundleOptions | None = None,
+) -> BundleResult:
+    """Refine cameras and points with pycolmap's bundle adjustment (see the module docstring)."""
+    import pycolmap
+
+    options = options or BundleOptions()
+    start = time.perf_counter()
+    count = len(cam_to_world)
+    model = pycolmap.Reconstruction()
+    model_name = "SIMPLE_RADIAL" if options.refine_distortion else "SIMPLE_PINHOLE"
+    for index in range(1 if options.shared_camera else count):
+        width, height = (int(v) for v in image_sizes[index])
+        fx, fy, cx, cy = (float(v) for v in intrinsics[index])
+        camera = pycolmap.Camera.create_from_model_name(index + 1, model_name, 0.5 * (fx + fy), width, height)
+        camera.params = [0.5 * (fx + fy), cx, cy] + ([0.0] if options.refine_distortion else [])
+        model.add_camera_with_trivial_rig(camera)
+
+    order = np.argsort(view, kind="stable")
+    bounds = np.searchsorted(view[order], np.arange(count + 1))
+    point2d_index = np.empty(len(view), dtype=np.int64)
+    world_to_cam = np.linalg.inv(cam_to_world)
+    for index in range(count):
+        rows = order[bounds[index] : bounds[index + 1]]
+        point2d_index[rows] = np.arange(len(rows))
+        image = pycolmap.Image(
+            name=f"{index}",
+            keypoints=np.ascontiguousarray(pixel[rows], dtype=np.float64).reshape(-1, 2),
+            camera_id=1 if options.shared_camera else index + 1,
+            image_id=index + 1,
+        )
+        model.add_image_with_trivial_frame(image, pycolmap.Rigid3d(world_to_cam[index, :3, :4]))
+    point_ids = np.empty(len(points), dtype=np.int64)
+    image_ids, p2d = (view + 1).tolist(), point2d_index.tolist()
+    for track_index, xyz in enumerate(np.asarray(points, dtype=np.float64)):
+        track = pycolmap.Track()
+        for row in range(offsets[track_index], offsets[track_index + 1]):
+            track.add_element(image_ids[row], p2d[row])
+        point_ids[track_index] = model.add_point3D(xyz, track)
+    setup_seconds = time.perf_counter() - start
+
+    ba_options = pycolmap.BundleAdjustmentOptions()
+    ba_options.refine_focal_length = options.refine_focal
+    ba_options.refine_principal_point = options.refine_principal_point
+    ba_options.refine_extra_params = options.refine_distortion
+    ba_options.print_summary = False
+    ba_options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    ba_options.ceres.loss_function_scale = options.loss_scale
+    ba_options.ceres.solver_options.max_num_iterations = options.max_iterations
+    ba_options.ceres.solver_options.num_threads = options.num_threads
+    observations = pycolmap.ObservationManager(model)
+    filtered = 0
+    reports: list[str] = []
+    for _ in range(options.rounds):
+        config = pycolmap.BundleAdjustmentConfig()
+        for index in range(count):
+            config.add_image(index + 1)
+        if options.refine_points:
+            config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+        else:
+            for point_id in model.point3D_ids():
+                config.add_constant_point(point_id)
+        summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
+        reports.append(summary.brief_report())
+        # Outliers leave after every round (after the last one too, so they are not in the result).
+        filtered += observations.filter_points3D_with_large_reprojection_error(
+            options.max_reprojection_error, set(model.point3D_ids())
+        )
+        filtered += observations.filter_observations_with_negative_depth()
+    solve_seconds = time.perf_counter() - start - setup_seconds
+
+    refined_intrinsics = np.array(intrinsics, dtype=np.float64, copy=True)
+    distortion = np.zeros(count)
+    for index in range(count):
+        camera = model.camera(1 if options.shared_camera else index + 1)
+        params = np.asarray(camera.params, dtype=np.float64)
+        refined_intrinsics[index] = [params[0], params[0], params[1], params[2]]
+        if options.refine_distortion:
+            distortion[index] = params[3]
+    refined_world_to_cam = np.tile(np.eye(4), (count, 1, 1))
+    for index in range(count):
+        refined_world_to_cam[index, :3, :4] = model.image(index + 1).cam_from_world().matrix()
+    refined_points = np.full((len(points), 3), np.nan)
+    observation_ok = np.zeros(len(view), dtype=bool)
+    key_to_row = {(int(v) + 1, int(p)): row for row, (v, p) in enumerate(zip(view, point2d_index))}
+    for track_index, point_id in enumerate(point_ids):
+        if not model.exists_point3D(int(point_id)):
+            continue
+        point = model.point3D(int(point_id))
+        refined_points[track_index] = point.xyz
+        for element in point.track.elements:
+            observation_ok[key_to_row[(element.image_id, element.point2D_idx)]] = True
+
+    # Back onto the input's world frame: the similarity taking the refined track points to the initial ones.
+    kept = np.isfinite(refined_points).all(-1)
+    refined_cam_to_world = np.linalg.inv(refined_world_to_cam)
+    if kept.sum() >= 3:
+        scale, rotation, translation = (
+            t.numpy() for t in umeyama(torch.from_numpy(refined_points[kept]), torch.from_numpy(points[kept]))
+        )
+        refined_points = float(scale) * refined_points @ rotation.T + translation
+        moved = np.einsum("ij,vjk->vik", rotation, refined_cam_to_world[:, :3, :3])
+        refined_cam_to_world[:, :3, 3] = float(scale) * refined_cam_to_world[:, :3, 3] @ rotation.T + translation
+        refined_cam_to_world[:, :3, :3] = moved
+    stats = {
+        "setup_seconds": setup_seconds,
+        "solve_seconds": solve_seconds,
+        "filtered_observations": float(filtered),
+        "tracks_kept": float(kept.sum()),
+        "observations_kept": float(observation_ok.sum()),
+    }
+    return BundleResult(
+        refined_intrinsics, distortion, refined_cam_to_world, refined_points, observation_ok, stats, reports
+    )

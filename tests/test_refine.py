@@ -1,0 +1,98 @@
+"""--refine: bundle adjustment on the pointmaps' own tracks fixes cameras that disagree with the global pointmap."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+from rich.console import Console
+
+from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+from fast3r_ns.io import PreparedImage, load_images
+from fast3r_ns.process import ProcessConfig, process
+from fast3r_ns.testing import OraclePredictor, make_scene
+from fast3r_ns.testing.metrics import camera_errors
+
+# Per-view disagreement between the local and global heads (pose and focal errors of a few degrees / percent)
+# on top of per-pixel depth noise and outliers.
+VIEW_ERRORS = {"local_focal_noise": 0.03, "local_rotation_noise_deg": 1.0, "local_translation_noise": 0.01}
+PIXEL_NOISE = {"depth_noise": 0.01, "point_noise": 0.003, "outlier_fraction": 0.02}
+
+
+def _errors(result, scene) -> dict[str, float]:
+    errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
+    focal = np.array([c.intrinsics[0] for c in scene.cameras])
+    return {
+        "rotation": float(errors["rotation_err_deg"].max()),
+        "translation": float(errors["translation_err_rel"].max()),
+        "focal": float(np.abs(result.intrinsics[:, 0] / focal - 1).max()),
+    }
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    width, height = 192, 144
+    scene = make_scene(16, image_size=(width, height), arc_degrees=90, seed=11)
+    blank = torch.zeros(1, 3, 1, 1).expand(1, 3, height, width)  # the geometry reads no pixel with colors="network"
+    images = [PreparedImage(f"v{i}.png", blank, (width, height), (width, height), (0, 0)) for i in range(16)]
+    predictions = OraclePredictor(scene, images, **VIEW_ERRORS, **PIXEL_NOISE, seed=1)([im.tensor for im in images])
+    options = {"device": "cpu", "colors": "network", "max_points": 20_000}
+    before = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
+    after = reconstruct_from_predictions(images, predictions, ReconstructOptions(refine=True, **options))
+    return scene, before, after
+
+
+def test_refinement_reduces_pose_focal_and_reprojection_error(noisy) -> None:
+    scene, before, after = noisy
+    error_before, error_after = _errors(before, scene), _errors(after, scene)
+    assert error_before["rotation"] > 1.5 and error_before["focal"] > 0.03  # the noise is really there
+    assert error_after["rotation"] < error_before["rotation"] / 3
+    assert error_after["translation"] < error_before["translation"] / 3
+    assert error_after["focal"] < error_before["focal"] / 2
+    stats = after.refine_stats
+    assert stats["reprojection_err_px_before"] > 3.0
+    assert stats["reprojection_err_px_after"] < 1.5
+    assert stats["tracks_kept"] > 1000 and "refine" in after.timings
+    assert not before.refine_stats and before.tracks is None
+
+
+def test_refined_tracks_are_multi_view_and_in_the_cloud(noisy) -> None:
+    _, before, after = noisy
+    tracks = after.tracks
+    lengths = np.diff(tracks.offsets)
+    assert lengths.min() >= 2 and lengths.mean() > 2.5
+    track_of = np.repeat(np.arange(tracks.num_tracks), lengths)
+    assert len(np.unique(track_of * 100 + tracks.image)) == len(track_of)  # one pixel per image and track
+    np.testing.assert_array_equal(tracks.point, np.arange(len(after.points) - tracks.num_tracks, len(after.points)))
+    # Each observation reprojects onto its pixel with the refined cameras.
+    points = after.points[tracks.point][track_of].astype(np.float64)
+    world_to_cam = np.linalg.inv(after.cam_to_world)[tracks.image]
+    cam = np.einsum("oij,oj->oi", world_to_cam[:, :3, :3], points) + world_to_cam[:, :3, 3]
+    fx, fy, cx, cy = after.intrinsics[tracks.image].T
+    projected = np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], -1)
+    assert np.median(np.linalg.norm(projected - tracks.pixel, axis=-1)) < 1.5
+    # The dense cloud keeps the world frame of the unrefined run.
+    dense = len(after.points) - tracks.num_tracks
+    np.testing.assert_array_equal(after.points[:dense], before.points)
+
+
+def test_process_writes_refined_cameras_and_colmap_tracks(tmp_path) -> None:
+    scene = make_scene(6, image_size=(160, 120), arc_degrees=60, seed=2)
+    paths = scene.write_images(tmp_path / "imgs")
+    predictor = OraclePredictor(scene, load_images(paths, size=128), **VIEW_ERRORS, seed=3)
+    config = ProcessConfig(
+        data=tmp_path / "imgs", output_dir=tmp_path / "out", image_size=128, num_downscales=0, refine=True
+    )
+    result = process(config, console=Console(quiet=True), predictor=predictor)
+    rec = result.reconstruction
+    assert rec.tracks is not None and rec.tracks.num_tracks > 100
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    assert [frame["fl_x"] for frame in meta["frames"]] == pytest.approx(rec.intrinsics[:, 0].tolist())
+    model = pycolmap.Reconstruction(str(tmp_path / "out" / "colmap/sparse/0"))
+    assert model.num_points3D() == len(rec.points)
+    lengths = [point.track.length() for point in model.points3D.values()]
+    assert sum(length >= 2 for length in lengths) == rec.tracks.num_tracks
+    assert model.compute_mean_reprojection_error() < 2.0
