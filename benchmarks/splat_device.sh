@@ -112,8 +112,10 @@ run_one() { # "scene:variant[:camopt]"
     return
   fi
   say "$name: trained in $train_s s; $(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$WORK/logs/$name.train.log" | grep -E '^[0-9]+ \(' | tail -1)"
+  now=$(elapsed)
+  left=$(python3 -c "print(min(150, max(30, int($DEADLINE + 30 - $now))))")
   # shellcheck disable=SC2086  # SPLAT_EVAL is a command line
-  timeout 120 $SPLAT_EVAL "$config" "$WORK/eval/$name.json" \
+  timeout "$left" $SPLAT_EVAL "$config" "$WORK/eval/$name.json" \
     --render "$WORK/renders/$name.png" --view "$(python3 -c "import json; print(json.load(open('$data/meta.json')).get('render_view', 0))")" >"$WORK/logs/$name.eval.log" 2>&1
   rc=$?
   t3=$(date +%s.%N)
