@@ -40,6 +40,7 @@ T0=$(date +%s.%N)
 elapsed() { python3 -c "import time; print(f'{time.time() - $T0:.1f}')"; }
 say() { echo "[$(elapsed) s] $*"; }
 
+rm -rf "$WORK/logs" "$WORK/renders" "$WORK/eval" "$WORK/outputs" # a warm machine keeps /tmp: no stale results
 mkdir -p "$WORK/logs" "$WORK/renders" "$WORK/eval"
 setup() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl || exit 1
