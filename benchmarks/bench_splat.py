@@ -1,0 +1,438 @@
+"""Splatfacto benchmark, CPU side: datasets from ``ns-process-data fast3r`` (oracle predictor) and ground truth.
+
+    PYTHONPATH=. python benchmarks/bench_splat.py prepare .out/splat           # ~1-2 min on the CPU
+    PYTHONPATH=. python benchmarks/bench_splat.py collect OUT/splat.jsonl --data .out/splat
+
+``prepare OUT_ROOT`` writes, for each scene of ``benchmarks/splat_scene.py`` ("room", "room_hard"), complete
+datasets (what ``ns-process-data fast3r`` writes: images, transforms.json, sparse_pc.ply, COLMAP model, report) to
+``OUT_ROOT_full/<scene>/<variant>/`` and, to carry to the GPU machine, their slim copies to
+``OUT_ROOT/<scene>/<variant>/`` (images, transforms.json, sparse_pc.ply, meta.json: all splatfacto reads):
+
+    gt             true cameras + true surface points, written with our own writers (same format)
+    oracle_clean   process() = ns-process-data fast3r with exact pointmaps instead of the network
+    oracle_noisy   the same with Fast3R-like errors (``NOISY``: depth noise, outliers, garbage patches and flying
+                   pixels at depth edges with low confidence, a small rigid misplacement and a low-frequency depth
+                   warp of each view's global pointmap)
+    meta.json      pose / focal errors after the similarity alignment (max and median over views), times, counts
+
+Processing uses ``--max-points 100000`` (``--max-points 0``: the pipeline's default of 500000, ~6.5 MB of PLY per
+dataset, too much to carry with the kit); the gt cloud has as many points as the clean one. All variants hold the
+same images with the same names (frame_train_XXXXX / frame_eval_XXXXX, nerfstudio's ``--eval-mode filename``), so
+every splat is scored on the same held-out views. The held-out views are reconstructed together with the
+training views (as ``ns-process-data fast3r --eval-data`` does), so a reconstruction known only up to a similarity
+is rendered at its OWN held-out cameras: held-out PSNR measures the splat and the cameras' consistency together.
+In the slim copies the variants' ``images`` are relative symlinks to ``../gt/images`` (identical files, checked;
+``--no-link`` keeps copies); the device harness restores copies if a link did not travel.
+
+``collect RESULTS_JSONL`` turns the device's records into ``benchmarks/results/splat_<gpu>.jsonl`` (fills in the
+ground-truth baseline and the CPU-side pose errors where a record lacks them, and the measured commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import splat_records  # noqa: E402
+import splat_scene  # noqa: E402
+
+from fast3r_ns.geometry.conventions import pixel_centers  # noqa: E402
+from fast3r_ns.io.colmap import write_colmap_model  # noqa: E402
+from fast3r_ns.io.images import load_images, open_rgb  # noqa: E402
+from fast3r_ns.io.ply import write_ply  # noqa: E402
+from fast3r_ns.io.transforms import nerfstudio_points, transforms_dict, write_transforms  # noqa: E402
+from fast3r_ns.process import ProcessConfig, process  # noqa: E402
+from fast3r_ns.reconstruction import Reconstruction  # noqa: E402
+from fast3r_ns.testing import OraclePredictor  # noqa: E402
+from fast3r_ns.testing.metrics import camera_errors  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("gt", "oracle_clean", "oracle_noisy")
+NOISY = {
+    "depth_noise": 0.02,  # 2 % multiplicative depth noise per pixel
+    "point_noise": 0.005,
+    "outlier_fraction": 0.02,  # gross errors with normal confidence
+    "low_conf_fraction": 0.05,  # garbage patches with confidence < 1.3
+    "edge_width": 2,  # network pixels around depth discontinuities: flying pixels, confidence < 1.4
+    "view_rotation_deg": 0.2,  # std of a per-view rigid misplacement of the global pointmap (about its camera)
+    "view_translation_rel": 0.003,  # std of its translation, relative to the view's mean depth
+    "depth_warp": 0.02,  # amplitude of a per-view linear-in-image depth warp of the global pointmap
+}
+
+
+class FastLikeOracle(OraclePredictor):
+    """``OraclePredictor`` plus the errors that make Fast3R's cameras a little off (all seeded, per view).
+
+    On top of the base class's corruptions: pixels within ``edge_width`` network pixels of a depth discontinuity
+    become flying pixels (depth drawn between the near and the far side) with confidence in [1, 1.4); and the global
+    pointmap of each view (not the local one) is warped in depth by (1 + depth_warp * (a x + b y)) (x, y in [-1, 1]
+    over the image, a, b ~ N(0, 1)), then rotated about its camera centre by ~N(0, view_rotation_deg) degrees and
+    shifted by ~N(0, view_translation_rel) times its mean depth: the global head's inconsistency between views that
+    the local-to-global pose fit turns into pose errors.
+    """
+
+    def __init__(
+        self,
+        scene,
+        images=None,
+        edge_width: int = 0,
+        view_rotation_deg: float = 0.0,
+        view_translation_rel: float = 0.0,
+        depth_warp: float = 0.0,
+        **options,
+    ) -> None:
+        super().__init__(scene, images, **options)
+        self.edge_width = edge_width
+        self.view_rotation_deg = view_rotation_deg
+        self.view_translation_rel = view_translation_rel
+        self.depth_warp = depth_warp
+
+    def view_outputs(self, view: int, height: int, width: int) -> dict[str, np.ndarray]:
+        outputs = super().view_outputs(view, height, width)
+        rng = np.random.default_rng([self.seed, view, 7])
+        depth = self.scene.cast_pixels(view, self.network_pixels(view, height, width))[0][..., 2]
+        cams = self.scene.cameras
+        view_to_cam0 = np.linalg.inv(cams[0].cam_to_world) @ cams[view].cam_to_world
+        center = view_to_cam0[:3, 3]
+        if self.edge_width > 0:
+            near, far = _min_max_filter(depth, self.edge_width)
+            edges = far > 1.05 * near
+            count = int(edges.sum())
+            for name, conf_name, origin in (("pts3d_local", "conf_local", 0.0), ("pts3d_in_other_view", "conf", 1.0)):
+                mix = rng.uniform(0.0, 1.0, size=count)
+                factor = (near[edges] + mix * (far[edges] - near[edges])) / depth[edges]
+                offset = center * origin  # the camera centre in the pointmap's frame
+                outputs[name][edges] = offset + factor[:, None] * (outputs[name][edges] - offset)
+                outputs[conf_name][edges] = rng.uniform(1.0, 1.4, size=count)
+        glob = outputs["pts3d_in_other_view"] - center
+        if self.depth_warp > 0:
+            ys, xs = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+            a, b = rng.standard_normal(2)
+            glob = glob * (1.0 + self.depth_warp * (a * xs + b * ys))[..., None]
+        if self.view_rotation_deg > 0 or self.view_translation_rel > 0:
+            axis = rng.standard_normal(3)
+            angle = np.deg2rad(self.view_rotation_deg) * rng.standard_normal()
+            rotation = _axis_angle(axis / np.linalg.norm(axis) * angle)
+            shift = self.view_translation_rel * float(depth.mean()) * rng.standard_normal(3)
+            glob = glob @ rotation.T + shift
+        outputs["pts3d_in_other_view"] = glob + center
+        return outputs
+
+
+def _axis_angle(vector: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(vector))
+    if angle == 0:
+        return np.eye(3)
+    k = vector / angle
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def _min_max_filter(image: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum over the (2 radius + 1)^2 neighbourhood of each pixel (edges replicated)."""
+    padded = np.pad(image, radius, mode="edge")
+    height, width = image.shape
+    windows = [
+        padded[dy : dy + height, dx : dx + width] for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)
+    ]
+    stack = np.stack(windows)
+    return stack.min(axis=0), stack.max(axis=0)
+
+
+def _showcase_view(scene: splat_scene.TexturedScene, views: list[int]) -> int:
+    """Index (among ``views``, the held-out ones) of the view that shows the most objects, for the picture."""
+    counts = []
+    for view in views:
+        camera = scene.cameras[view]
+        obj = scene.cast_pixels(view, pixel_centers(camera.height, camera.width)[::4, ::4])[2]
+        counts.append(len(np.unique(obj)))
+    return int(np.argmax(counts))
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=RESULTS.parent
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=RESULTS.parent
+        ).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _errors(reconstruction: Reconstruction, scene: splat_scene.TexturedScene) -> dict[str, float]:
+    """Max (and median) pose errors over all views after the similarity alignment, and the max focal error."""
+    errors = camera_errors(reconstruction.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
+    focal = np.array([c.intrinsics[0] for c in scene.cameras])
+    focal_err = np.abs(reconstruction.intrinsics[:, :2] / focal[:, None] - 1)
+    return {
+        "rotation_err_deg": float(errors["rotation_err_deg"].max()),
+        "translation_err_rel": float(errors["translation_err_rel"].max()),
+        "focal_err_rel": float(focal_err.max()),
+        "rotation_err_deg_median": float(np.median(errors["rotation_err_deg"])),
+        "translation_err_rel_median": float(np.median(errors["translation_err_rel"])),
+        "untrusted_views": int((~np.asarray(reconstruction.pose_ok)).sum()),
+    }
+
+
+def ground_truth(scene: splat_scene.TexturedScene, image_paths: list[Path], num_points: int, seed: int = 0):
+    """A ``Reconstruction`` with the true cameras and ``num_points`` true surface points: every pixel centre of
+    every view unprojected with its exact depth, coloured from the image as the pipeline colours its points."""
+    points, colors, owners, pixels = [], [], [], []
+    for view, (camera, path) in enumerate(zip(scene.cameras, image_paths)):
+        xy = pixel_centers(camera.height, camera.width).reshape(-1, 2)
+        world = scene.cast_pixels(view, xy)[1]
+        rgb = np.asarray(open_rgb(path)).reshape(-1, 3)
+        points.append(world)
+        colors.append(rgb)
+        owners.append(np.full(len(xy), view, dtype=np.int32))
+        pixels.append(xy)
+    points, colors = np.concatenate(points), np.concatenate(colors)
+    owners, pixels = np.concatenate(owners), np.concatenate(pixels)
+    keep = np.sort(np.random.default_rng(seed).choice(len(points), size=min(num_points, len(points)), replace=False))
+    views = len(scene.cameras)
+    return Reconstruction(
+        image_paths=list(image_paths),
+        image_sizes=np.array([(c.width, c.height) for c in scene.cameras], dtype=np.int64),
+        intrinsics=np.array([c.intrinsics for c in scene.cameras], dtype=np.float64),
+        cam_to_world=np.stack([c.cam_to_world for c in scene.cameras]),
+        view_confidence=np.ones(views),
+        pose_ok=np.ones(views, dtype=bool),
+        points=points[keep].astype(np.float32),
+        colors=colors[keep].astype(np.uint8),
+        point_confidence=np.ones(len(keep), dtype=np.float32),
+        point_image=owners[keep],
+        point_pixel=pixels[keep].astype(np.float32),
+        shared_intrinsics=len({tuple(c.intrinsics) for c in scene.cameras}) == 1,
+    )
+
+
+def write_ground_truth(directory: Path, reconstruction: Reconstruction, names: list[str]) -> None:
+    """The ground truth as a dataset in exactly our output format (same writers as process())."""
+    directory.mkdir(parents=True)
+    (directory / "images").mkdir()
+    for path, name in zip(reconstruction.image_paths, names):
+        shutil.copyfile(path, directory / "images" / name)
+    content = transforms_dict(reconstruction, [f"images/{n}" for n in names], "sparse_pc.ply")
+    write_transforms(directory / "transforms.json", content)
+    write_ply(directory / "sparse_pc.ply", nerfstudio_points(reconstruction.points), reconstruction.colors)
+    write_colmap_model(directory / "colmap/sparse/0", reconstruction, names)
+
+
+def _link_images(variant_dir: Path, gt_dir: Path) -> bool:
+    """Replace ``variant_dir/images`` by a symlink to ``../gt/images`` when every file is identical."""
+    ours, theirs = sorted(os.listdir(variant_dir / "images")), sorted(os.listdir(gt_dir / "images"))
+    if ours != theirs:
+        return False
+    if not all(filecmp.cmp(variant_dir / "images" / n, gt_dir / "images" / n, shallow=False) for n in ours):
+        return False
+    shutil.rmtree(variant_dir / "images")
+    (variant_dir / "images").symlink_to(Path("..") / gt_dir.name / "images", target_is_directory=True)
+    return True
+
+
+def prepare_scene(name: str, full_root: Path, max_points: int | None, console: Console) -> None:
+    """Render ``name`` and write its complete datasets under ``full_root/name/<variant>/`` with meta.json."""
+    scene = splat_scene.make(name)
+    ordered = scene.reordered(scene.process_order())  # the order in which process() hands images to the predictor
+    names = ordered.image_names()
+    out = full_root / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    commit = _commit()
+    with tempfile.TemporaryDirectory() as tmp:
+        tic = time.perf_counter()
+        inputs = {"train": Path(tmp) / "train", "eval": Path(tmp) / "eval"}
+        paths = []
+        for split in ("train", "eval"):
+            views = [i for i, s in enumerate(ordered.split) if s == split]
+            part = ordered.reordered(views)
+            paths += part.write_images(inputs[split])
+        assert [p.name for p in paths] == names
+        render_seconds = time.perf_counter() - tic
+        console.print(f"{name}: rendered {len(paths)} views in {render_seconds:.1f} s")
+
+        eval_views = [i for i, s in enumerate(ordered.split) if s == "eval"]
+        base = {
+            "scene": name,
+            "render_view": _showcase_view(ordered, eval_views),
+            "views": len(names),
+            "train_views": ordered.split.count("train"),
+            "eval_views": ordered.split.count("eval"),
+            "height": splat_scene.HEIGHT,
+            "width": splat_scene.WIDTH,
+            "focal_lengths": sorted({float(c.intrinsics[0]) for c in ordered.cameras}),
+            "max_points": max_points,
+            "commit": commit,
+        }
+        prepared = load_images(paths, size=512)  # process()'s preprocessing of the same files, same order
+        counts = {}
+        for variant in VARIANTS[1:]:
+            noise = NOISY if variant == "oracle_noisy" else {}
+            predictor = FastLikeOracle(ordered, prepared, seed=11, **noise)
+            config = ProcessConfig(
+                data=inputs["train"],
+                eval_data=inputs["eval"],
+                output_dir=out / variant,
+                num_downscales=0,
+                max_points=max_points,
+            )
+            tic = time.perf_counter()
+            result = process(config, console=Console(quiet=True), predictor=predictor)
+            seconds = time.perf_counter() - tic
+            rec = result.reconstruction
+            meta = base | {"variant": variant, "noise": noise, "process_seconds": round(seconds, 2)}
+            meta |= {"points": len(rec.points), "pose_ok": int(np.sum(rec.pose_ok))} | _errors(rec, ordered)
+            (out / variant / "meta.json").write_text(json.dumps(meta, indent=1))
+            counts[variant] = len(rec.points)
+            console.print(
+                f"{name}/{variant}: {seconds:.1f} s, {len(rec.points):,} points, rotation max "
+                f"{meta['rotation_err_deg']:.3f} deg (median {meta['rotation_err_deg_median']:.3f}), translation "
+                f"max {meta['translation_err_rel']:.4f} of the room diagonal, focal max {meta['focal_err_rel']:.4f}"
+            )
+
+        tic = time.perf_counter()
+        truth = ground_truth(ordered, paths, counts["oracle_clean"])
+        write_ground_truth(out / "gt", truth, names)
+        meta = base | {"variant": "gt", "noise": {}, "process_seconds": round(time.perf_counter() - tic, 2)}
+        meta |= {"points": len(truth.points), "pose_ok": len(names)} | _errors(truth, ordered)
+        (out / "gt" / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+SLIM = ("transforms.json", "sparse_pc.ply", "meta.json")
+
+
+def slim_copy(full_root: Path, root: Path, name: str, link: bool, console: Console) -> None:
+    """What the GPU machine needs of each dataset (images, transforms.json, sparse_pc.ply, meta.json; no COLMAP
+    model, report or preview), with the variants' images linked to ``../gt/images`` where identical."""
+    out = root / name
+    if out.exists():
+        shutil.rmtree(out)
+    for variant in VARIANTS:
+        (out / variant).mkdir(parents=True)
+        for file in SLIM:
+            shutil.copyfile(full_root / name / variant / file, out / variant / file)
+        shutil.copytree(full_root / name / variant / "images", out / variant / "images")
+    if link:
+        for variant in VARIANTS[1:]:
+            if not _link_images(out / variant, out / "gt"):
+                console.print(f"[yellow]{name}/{variant}: images differ from gt/images, kept a copy")
+
+
+def verify(root: Path, console: Console) -> None:
+    """nerfstudio's own parser reads every dataset, with the same held-out images and the point cloud."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    for scene_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        held_out = None
+        for variant in VARIANTS:
+            config = NerfstudioDataParserConfig(data=scene_dir / variant, eval_mode="filename", load_3D_points=True)
+            parser = config.setup()
+            train, test = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("test")
+            names = [p.name for p in test.image_filenames]
+            held_out = held_out or names
+            if names != held_out or not all(n.startswith("frame_eval_") for n in names):
+                raise RuntimeError(f"{scene_dir.name}/{variant}: held-out images {names} differ from {held_out}")
+            missing = [p for p in train.image_filenames + test.image_filenames if not p.is_file()]
+            if missing:
+                raise RuntimeError(f"{scene_dir.name}/{variant}: missing images {missing[:3]}")
+            points = train.metadata["points3D_xyz"]
+            console.print(
+                f"verified {scene_dir.name}/{variant}: {len(train.image_filenames)} train + {len(names)} held-out "
+                f"images, {len(points):,} points, focal {sorted(set(train.cameras.fx.flatten().tolist()))[:2]}"
+            )
+
+
+def _size(root: Path) -> tuple[int, int]:
+    """Bytes under root counting symlinked folders once, and counting them as copies."""
+    once = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    total = 0
+    for dirpath, _, files in os.walk(root, followlinks=True):
+        total += sum((Path(dirpath) / f).stat().st_size for f in files)
+    return once, total
+
+
+def prepare(args: argparse.Namespace) -> None:
+    console = Console(width=120)
+    root = Path(args.out_root)
+    full_root = Path(args.full_root) if args.full_root else root.with_name(root.name + "_full")
+    max_points = None if args.max_points <= 0 else args.max_points
+    for name in args.scenes:
+        prepare_scene(name, full_root, max_points, console)
+        slim_copy(full_root, root, name, not args.no_link, console)
+    if not args.no_verify:
+        verify(root, console)
+    once, total = _size(root)
+    console.print(f"complete datasets (COLMAP model, report, preview): {full_root}")
+    console.print(
+        f"to carry: {root}: {once / 2**20:.1f} MiB ({total / 2**20:.1f} MiB if the image links travel as copies)"
+    )
+
+
+def collect(args: argparse.Namespace) -> None:
+    records = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+    if args.data:
+        for record in records:
+            meta_path = Path(args.data) / record["scene"] / record["variant"] / "meta.json"
+            if meta_path.is_file():
+                meta = json.loads(meta_path.read_text())
+                for key in splat_records.META_FIELDS:
+                    record.setdefault(key, meta.get(key))
+    records = splat_records.with_baseline(records)
+    gpu = args.gpu or splat_records.gpu_tag(records)
+    out = Path(args.out) if args.out else RESULTS / f"splat_{gpu}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    console = Console(width=120)
+    console.print(f"appended {len(records)} records to {out}")
+    for line in splat_records.table(records):
+        console.print(line, highlight=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="render the scenes and write the gt / oracle_clean / oracle_noisy datasets")
+    p.add_argument("out_root")
+    p.add_argument("--scenes", nargs="+", default=list(splat_scene.SCENES), choices=splat_scene.SCENES)
+    p.add_argument("--full-root", help="where the complete datasets go (default: OUT_ROOT + '_full')")
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=100_000,
+        help="ns-process-data fast3r --max-points for the oracle datasets; the gt cloud gets as many points as the "
+        "clean one (default 100000, keeping the carried data small; 0 = the pipeline's default, 500000)",
+    )
+    p.add_argument("--no-link", action="store_true", help="copy the images into every variant (no symlinks)")
+    p.add_argument("--no-verify", action="store_true", help="skip reading every dataset back with nerfstudio")
+    p.set_defaults(func=prepare)
+    c = sub.add_parser("collect", help="device records -> benchmarks/results/splat_<gpu>.jsonl")
+    c.add_argument("results", help="the device's splat.jsonl")
+    c.add_argument("--data", help="the prepare OUT_ROOT, for pose errors missing from the records")
+    c.add_argument("--gpu", help="file tag, e.g. h200 (default: from the records' device)")
+    c.add_argument("--out", help="output file (default benchmarks/results/splat_<gpu>.jsonl)")
+    c.set_defaults(func=collect)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
