@@ -32,6 +32,7 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     pose_notes: list[str] = field(default_factory=list)  # [N] why a pose is not trusted ("" where pose_ok)
     focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
+    chunk_report: list[dict] = field(default_factory=list)  # per pass when chunked (fast3r_ns.chunked.ChunkFit)
 
     @property
     def num_images(self) -> int:
