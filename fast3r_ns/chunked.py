@@ -345,8 +345,9 @@ def chunked_if_needed(
     return ChunkedPredictor(predictor, limit, num_anchors, progress=progress)
 
 
-def summary_lines(report: Sequence[ChunkFit]) -> list[str]:
+def summary_lines(report: Sequence[ChunkFit | dict]) -> list[str]:
     """Lines for the command-line summary: the passes and the quality of their merge (empty for one pass)."""
+    report = [fit if isinstance(fit, ChunkFit) else ChunkFit(**fit) for fit in report]
     if len(report) < 2:
         return []
     merged = report[1:]

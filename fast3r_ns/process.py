@@ -80,6 +80,10 @@ class ProcessConfig:
     path relative to --data. The inputs must be RGB JPEG/PNG without EXIF rotation."""
     overwrite: bool = False
     """Replace an existing --output-dir (only once the new one is complete)."""
+    max_views_per_pass: int | None = None
+    """Most images in one network pass; more are reconstructed in overlapping passes that share anchor images and
+    are merged into one frame (the merge quality is printed). None: one pass unless the images do not fit the free
+    GPU memory (never on the CPU)."""
 
     def main(self) -> None:
         """Run, print one clear message and exit non-zero on bad input."""
@@ -156,8 +160,7 @@ def process(
         timings["model"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        capture = _ConfidenceCapture(predictor)
-        reconstruction = _reconstruct(config, images, capture, reconstruct_fn, console, progress)
+        reconstruction, confidence_maps = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
         timings["reconstruct"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -181,7 +184,7 @@ def process(
         timings["write model"] = time.perf_counter() - tic
 
     stages = _stages(reconstruction, timings)
-    report = _write_report(output_dir, reconstruction, capture.maps, file_paths, stages, console)
+    report = _write_report(output_dir, reconstruction, confidence_maps, file_paths, stages, console)
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
@@ -200,6 +203,8 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--conf-percentile {config.conf_percentile}: must be in [0, 100)")
     if config.max_points is not None and config.max_points < 1:
         raise InputError(f"--max-points {config.max_points}: must be at least 1")
+    if config.max_views_per_pass is not None and config.max_views_per_pass < 2:
+        raise InputError(f"--max-views-per-pass {config.max_views_per_pass}: must be at least 2")
     if not 0 <= config.num_downscales <= 8:
         raise InputError(f"--num-downscales {config.num_downscales}: must be between 0 and 8")
     if config.num_frames_target < 2:
@@ -337,7 +342,10 @@ def _reconstruct(
     reconstruct_fn: ReconstructFn | None,
     console: Console,
     progress: Progress,
-) -> Reconstruction:
+) -> tuple[Reconstruction, list[np.ndarray]]:
+    """The reconstruction (in passes when the images do not fit one) and each view's confidence map."""
+    from .chunked import chunked_if_needed
+
     if reconstruct_fn is None:
         from .pipeline import ReconstructOptions, reconstruct
 
@@ -359,9 +367,12 @@ def _reconstruct(
         if config.verbose:
             console.log(message)
 
-    reconstruction = reconstruct_fn(images, predictor, options, progress=report)
+    views = [image.tensor for image in images]
+    predictor = chunked_if_needed(predictor, views, config.max_views_per_pass, progress=report)
+    capture = _ConfidenceCapture(predictor)
+    reconstruction = reconstruct_fn(images, capture, options, progress=report)
     progress.update(task, description="Inference and pose recovery", total=1, completed=1)
-    return reconstruction
+    return reconstruction, capture.maps
 
 
 def _save(image: Image.Image, path: Path) -> None:
@@ -418,6 +429,11 @@ class _ConfidenceCapture:
     def __init__(self, predictor: Predictor, stride: int = 4) -> None:
         self.predictor, self.stride, self.maps = predictor, stride, []
 
+    @property
+    def chunk_report(self) -> list:
+        """The merge report of a chunked predictor (empty for one pass)."""
+        return getattr(self.predictor, "chunk_report", None) or []
+
     def __call__(self, views):
         outputs = self.predictor(views)
         self.maps = [o["conf"][0, :: self.stride, :: self.stride].float().cpu().numpy() for o in outputs]
@@ -471,6 +487,9 @@ def _summary(
     lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
+    from .chunked import summary_lines
+
+    lines += summary_lines(getattr(reconstruction, "chunk_report", None) or [])
     per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
     lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
     lines += notes

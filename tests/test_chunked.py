@@ -153,3 +153,28 @@ def test_memory_estimate_and_automatic_pass_size() -> None:
     # The limit is what makes the estimate fit the budget.
     limit = views_per_pass_for_memory(40.0, weights_resident=False)
     assert estimate_pass_gib(limit) <= 0.9 * 40.0 < estimate_pass_gib(limit + 20)
+
+
+def test_process_in_passes_reports_the_merge(scene_images, tmp_path) -> None:
+    from rich.console import Console
+
+    from fast3r_ns.process import ProcessConfig, process
+
+    scene, images = scene_images
+    data = tmp_path / "imgs"
+    scene.write_images(data)
+    oracle = OraclePredictor(scene, images, call_scale_jitter=0.5, call_frame_jitter=5.0)
+    config = ProcessConfig(
+        data=data, output_dir=tmp_path / "out", image_size=96, num_downscales=0, max_views_per_pass=8
+    )
+    result = process(config, console=Console(quiet=True), predictor=oracle)
+    rec = result.reconstruction
+    assert len(rec.chunk_report) == 3 and all(f["ok"] for f in rec.chunk_report)
+    errors = camera_errors(rec.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
+    assert errors["rotation_err_deg"].max() < 1e-3 and errors["translation_err_rel"].max() < 1e-5
+    line = next(line for line in result.summary if line.startswith("Chunked:"))
+    assert "3 passes of at most 8 views" in line and "worst pass" in line
+    with pytest.raises(SystemExit):
+        from fast3r_ns.process import run_cli
+
+        run_cli(ProcessConfig(data=data, output_dir=tmp_path / "o2", max_views_per_pass=1), Console(quiet=True))

@@ -122,11 +122,18 @@ class OraclePredictor:
         return outputs
 
     def view_indices(self, views: Sequence[torch.Tensor]) -> list[int]:
-        """Scene views of a call: all of them in order, or the ``images`` whose tensors were passed."""
+        """Scene views of a call: all of them in order, or the ``images`` whose tensors (or equal ones) were passed."""
         if len(views) == len(self.scene.cameras):
             return list(range(len(views)))
-        lookup = {id(image.tensor): i for i, image in enumerate(self.images or [])}
+        images = self.images or []
+        lookup = {id(image.tensor): i for i, image in enumerate(images)}
         indices = [lookup.get(id(view)) for view in views]
+        for k, view in enumerate(views):  # the same pixels loaded again (e.g. by process())
+            if indices[k] is None:
+                same = (
+                    i for i, im in enumerate(images) if im.tensor.shape == view.shape and torch.equal(im.tensor, view)
+                )
+                indices[k] = next(same, None)
         if not views or None in indices:
             raise ValueError(
                 f"{len(views)} views for a scene of {len(self.scene.cameras)} cameras (a subset must be the "
