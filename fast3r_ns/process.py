@@ -109,8 +109,39 @@ class _Source:
     output_name: str  # frame_00001.jpg ...
 
 
-def run_cli(config: ProcessConfig, console: Console = CONSOLE) -> ProcessResult:
-    """``process`` for command lines: an InputError, ImageLoadError or missing weights -> one red line, exit 1."""
+def run_cli(config: ProcessConfig, console: Console = CONSOLE) -> ProcessResult | None:
+    """``process`` for command lines: an InputError, ImageLoadError or missing weights -> one red line, exit 1.
+
+    Under ``torchrun`` (several GPUs of one host) rank 0 processes and the other ranks serve their share of each
+    network pass (``fast3r_ns.distributed``); they return None.
+    """
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        return _run_distributed(config, console)
+    return _run_cli(config, console)
+
+
+def _run_distributed(config: ProcessConfig, console: Console) -> ProcessResult | None:
+    import torch.distributed as dist
+
+    from .distributed import init_from_env, serve, stop_workers
+
+    device = init_from_env()
+    try:
+        if dist.get_rank() != 0:
+            model, _ = _load_model(config, str(device))
+            serve(model, device)
+            return None
+        try:
+            return _run_cli(config, console)
+        finally:
+            stop_workers()
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_cli(config: ProcessConfig, console: Console) -> ProcessResult:
     from .model.loading import WeightsNotFoundError
 
     try:
@@ -300,24 +331,41 @@ def _resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
     return str(device), f"Device: {device}"
 
 
-def _load_predictor(config: ProcessConfig, console: Console, progress: Progress) -> tuple[Predictor, str]:
+def _load_model(config: ProcessConfig, device: str):
+    """The Fast3R model on ``device`` in the configured dtype, and the dtype's name."""
     import torch
 
     from .model import Fast3R
-    from .predictor import Fast3RPredictor
 
-    device, note = _resolve_device(config, console)
     dtype_name = config.dtype
     if dtype_name == "auto":
         on_gpu = device.startswith("cuda")
         dtype_name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    task = progress.add_task(f"Loading Fast3R ({config.model}, {dtype_name}, {device})", total=None)
     try:
-        model = Fast3R.from_pretrained(config.model, device=device, dtype=dtype)
+        return Fast3R.from_pretrained(config.model, device=device, dtype=dtype), dtype_name
     except ValueError as error:
         raise InputError(f"--model {config.model}: cannot use this checkpoint ({error})") from None
+
+
+def _load_predictor(config: ProcessConfig, console: Console, progress: Progress) -> tuple[Predictor, str]:
+    from .distributed import launched_by_torchrun
+    from .predictor import Fast3RPredictor
+
+    if launched_by_torchrun():  # rank 0 of torchrun: its own GPU, the others serve their share of each pass
+        import torch.distributed as dist
+
+        from .distributed import DistributedFast3RPredictor, init_from_env
+
+        device = str(init_from_env())
+        note = f"Devices: {dist.get_world_size()} processes ({device} on rank 0), decoder tokens split across them"
+    else:
+        device, note = _resolve_device(config, console)
+    task = progress.add_task(f"Loading Fast3R ({config.model}, {config.dtype}, {device})", total=None)
+    model, dtype_name = _load_model(config, device)
     progress.update(task, total=1, completed=1)
+    if launched_by_torchrun():
+        return DistributedFast3RPredictor(model, device), f"{note} ({dtype_name})"
     return Fast3RPredictor(model, device), f"{note} ({dtype_name})"
 
 

@@ -4,10 +4,11 @@ exactly over the tokens of all ranks with torch.distributed, and each rank runs 
 Only attention mixes tokens of different views (the decoder's linear layers, norms and MLPs act per token), so
 splitting the views across ranks and exchanging keys and values is exact. Two methods:
 
-* ``"allgather"`` (default): ``torch.distributed.all_gather_into_tensor`` of each layer's keys and values, then one
-  SDPA call of the rank's queries over all keys (the all-gather rotation of PyTorch's context parallelism, fused
-  into one attention call). Transient memory per layer: K and V of all tokens (2 x tokens x 1024 x 2 bytes in bf16,
-  6 GB at 2000 views of 512x384); communication is small against the quadratic attention.
+* ``"allgather"`` (default): ``torch.distributed.all_gather_into_tensor`` (``all_gather_single`` since torch 2.14)
+  of each layer's keys and values, then one SDPA call of the rank's queries over all keys (the all-gather rotation
+  of PyTorch's context parallelism, fused into one attention call). Transient memory per layer: K and V of all
+  tokens (2 x tokens x 1024 x 2 bytes in bf16, 6 GB at 2000 views of 512x384); communication is small against the
+  quadratic attention.
 * ``"ring"``: PyTorch's own context-parallel ring attention (``_templated_ring_attention`` of
   ``torch.distributed.tensor.experimental``, all-to-all rotation of K/V blocks, log-sum-exp merge of partial
   SDPA results); needs the same number of tokens on every rank (falls back to ``"allgather"`` otherwise).
@@ -72,7 +73,8 @@ class SequenceParallel:
             local = torch.cat((local, local.new_zeros(longest - local.shape[0], *local.shape[1:])))
         local = local.contiguous()
         gathered = local.new_empty(self.world_size * longest, *local.shape[1:])
-        dist.all_gather_into_tensor(gathered, local, group=self.group)
+        all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in torch 2.14
+        all_gather(gathered, local, group=self.group)
         if len(set(counts)) > 1:  # drop the padding
             gathered = torch.cat([gathered[r * longest : r * longest + n] for r, n in enumerate(counts)])
         full = gathered.permute(1, 2, 3, 0, 4)  # [2, B, heads, N_total, head_dim]
