@@ -83,7 +83,9 @@ class ChunkFit:
     rotation_deg: float
     """Angle of its rotation."""
     seconds: float
-    """Time of the pass (predictor call) plus its fit."""
+    """Time of the pass (predictor call) plus its merge."""
+    merge_seconds: float = 0.0
+    """Time of the fit and of moving the pass's points."""
     ok: bool = True
     """False when the fit is poor (residual above ``max_residual`` or inliers below ``min_inlier_fraction``)."""
 
@@ -180,8 +182,10 @@ class ChunkedPredictor:
                 reference = predicted[: len(anchors)]
                 fit = ChunkFit(0, len(members), 0, 1.0, 0.0, 1.0, 0.0, 0.0)
             else:
+                merge_start = time.perf_counter()
                 fit = self._merge(predicted, reference, len(anchors))
                 fit.chunk, fit.views = index, len(members)
+                fit.merge_seconds = time.perf_counter() - merge_start
             fit.seconds = time.perf_counter() - start
             self.report.append(fit)
             own = len(anchors) if index else 0  # anchors come from pass 0 only
