@@ -17,6 +17,7 @@ splitting the views across ranks and exchanging keys and values is exact. Two me
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -95,10 +96,15 @@ class SequenceParallel:
         else:
             op = aten._scaled_dot_product_cudnn_attention
             kwargs = {"attn_bias": None, "compute_log_sumexp": True, "dropout_p": 0.0, "return_debug_mask": False}
+        ring = context_parallel._templated_ring_attention
+        first = next(iter(inspect.signature(ring).parameters))
+        where = self.group
+        if first == "mesh":  # older releases take a one-dimensional DeviceMesh
+            from torch.distributed.device_mesh import DeviceMesh
+
+            where = DeviceMesh.from_group(self.group, q.device.type)
         try:
-            out = context_parallel._templated_ring_attention(
-                self.group, 2, op, q.contiguous(), k, v, is_causal=False, scale=scale, **kwargs
-            )[0]
+            out = ring(where, 2, op, q.contiguous(), k, v, is_causal=False, scale=scale, **kwargs)[0]
         finally:
             options.enable_load_balance, options.rotate_method = saved
         return out
