@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .chunked import chunked_if_needed
 from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
 from .geometry.focal import estimate_focal, focal_official
 from .geometry.points import PointSampler, confidence_mask, sample_colors
@@ -109,6 +110,14 @@ class ReconstructOptions:
     """Ceres iterations per bundle-adjustment round (two rounds). Default is 50."""
     refine_threads: int = -1
     """Threads of the bundle adjustment; -1 uses every core. Default is -1."""
+    max_views_per_pass: int | None = None
+    """Most views in one predictor call; more are predicted in overlapping passes that share anchor views and are
+    merged by robust similarity fits (``fast3r_ns.chunked``). None: all views in one pass unless the predictor says
+    they do not fit (``Fast3RPredictor`` estimates it from the free GPU memory; never on the CPU). Default is
+    None."""
+    anchor_views: int = 8
+    """Views shared by every pass when chunked (view 0 and views spread over the sequence; at most a quarter of a
+    pass). Default is 8."""
 
 
 def reconstruct(
@@ -118,13 +127,17 @@ def reconstruct(
     progress: Progress | None = None,
 ) -> Reconstruction:
     """Run ``predictor`` on the prepared images (batch 1) and recover cameras and a point cloud."""
+    options = options or ReconstructOptions()
     start = time.perf_counter()
     if progress:
         progress(f"predicting pointmaps of {len(images)} images")
-    predictions = predictor([image.tensor for image in images])
+    views = [image.tensor for image in images]
+    predictor = chunked_if_needed(predictor, views, options.max_views_per_pass, options.anchor_views, progress)
+    predictions = predictor(views)
     predict_seconds = time.perf_counter() - start
     result = reconstruct_from_predictions(images, predictions, options, progress)
     result.timings = {"predict": predict_seconds, **result.timings}
+    result.chunk_report = [fit.as_dict() for fit in getattr(predictor, "chunk_report", None) or []]
     return result
 
 

@@ -31,6 +31,19 @@ class Fast3RPredictor:
         self.model = model.to(self.device).eval()
         self.model.output_device = "cpu"  # outputs leave the GPU as each head chunk finishes
 
+    def max_views_per_pass(self, views: list[torch.Tensor]) -> int | None:
+        """Views one pass can hold in the free GPU memory (``fast3r_ns.chunked.views_per_pass_for_memory``);
+        None on the CPU (no automatic chunking there)."""
+        if self.device.type != "cuda":
+            return None
+        from .chunked import views_per_pass_for_memory
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        patch = self.model.config.encoder.patch_size
+        tokens = sum(v.shape[0] * v.shape[-2] * v.shape[-1] for v in views) / len(views) / patch**2  # per view
+        return views_per_pass_for_memory((free + cached) / 2**30, tokens, self.model.dtype.itemsize)
+
     @torch.inference_mode()
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:
         dtype = next(self.model.parameters()).dtype  # cast before the transfer: half the bytes and no fp32 copy

@@ -83,6 +83,10 @@ class ProcessConfig:
     path relative to --data. The inputs must be RGB JPEG/PNG without EXIF rotation."""
     overwrite: bool = False
     """Replace an existing --output-dir (only once the new one is complete)."""
+    max_views_per_pass: int | None = None
+    """Most images in one network pass; more are reconstructed in overlapping passes that share anchor images and
+    are merged into one frame (the merge quality is printed). None: one pass unless the images do not fit the free
+    GPU memory (never on the CPU)."""
 
     def main(self) -> None:
         """Run, print one clear message and exit non-zero on bad input."""
@@ -108,8 +112,39 @@ class _Source:
     output_name: str  # frame_00001.jpg ...
 
 
-def run_cli(config: ProcessConfig, console: Console = CONSOLE) -> ProcessResult:
-    """``process`` for command lines: an InputError, ImageLoadError or missing weights -> one red line, exit 1."""
+def run_cli(config: ProcessConfig, console: Console = CONSOLE) -> ProcessResult | None:
+    """``process`` for command lines: an InputError, ImageLoadError or missing weights -> one red line, exit 1.
+
+    Under ``torchrun`` (several GPUs of one host) rank 0 processes and the other ranks serve their share of each
+    network pass (``fast3r_ns.distributed``); they return None.
+    """
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        return _run_distributed(config, console)
+    return _run_cli(config, console)
+
+
+def _run_distributed(config: ProcessConfig, console: Console) -> ProcessResult | None:
+    import torch.distributed as dist
+
+    from .distributed import init_from_env, serve, stop_workers
+
+    device = init_from_env()
+    try:
+        if dist.get_rank() != 0:
+            model, _ = _load_model(config, str(device))
+            serve(model, device)
+            return None
+        try:
+            return _run_cli(config, console)
+        finally:
+            stop_workers()
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_cli(config: ProcessConfig, console: Console) -> ProcessResult:
     from .model.loading import WeightsNotFoundError
 
     try:
@@ -159,8 +194,7 @@ def process(
         timings["model"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        capture = _ConfidenceCapture(predictor)
-        reconstruction = _reconstruct(config, images, capture, reconstruct_fn, console, progress)
+        reconstruction, confidence_maps = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
         timings["reconstruct"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -184,7 +218,7 @@ def process(
         timings["write model"] = time.perf_counter() - tic
 
     stages = _stages(reconstruction, timings)
-    report = _write_report(output_dir, reconstruction, capture.maps, file_paths, stages, console)
+    report = _write_report(output_dir, reconstruction, confidence_maps, file_paths, stages, console)
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
@@ -203,6 +237,8 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--conf-percentile {config.conf_percentile}: must be in [0, 100)")
     if config.max_points is not None and config.max_points < 1:
         raise InputError(f"--max-points {config.max_points}: must be at least 1")
+    if config.max_views_per_pass is not None and config.max_views_per_pass < 2:
+        raise InputError(f"--max-views-per-pass {config.max_views_per_pass}: must be at least 2")
     if not 0 <= config.num_downscales <= 8:
         raise InputError(f"--num-downscales {config.num_downscales}: must be between 0 and 8")
     if config.num_frames_target < 2:
@@ -298,24 +334,41 @@ def _resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
     return str(device), f"Device: {device}"
 
 
-def _load_predictor(config: ProcessConfig, console: Console, progress: Progress) -> tuple[Predictor, str]:
+def _load_model(config: ProcessConfig, device: str):
+    """The Fast3R model on ``device`` in the configured dtype, and the dtype's name."""
     import torch
 
     from .model import Fast3R
-    from .predictor import Fast3RPredictor
 
-    device, note = _resolve_device(config, console)
     dtype_name = config.dtype
     if dtype_name == "auto":
         on_gpu = device.startswith("cuda")
         dtype_name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    task = progress.add_task(f"Loading Fast3R ({config.model}, {dtype_name}, {device})", total=None)
     try:
-        model = Fast3R.from_pretrained(config.model, device=device, dtype=dtype)
+        return Fast3R.from_pretrained(config.model, device=device, dtype=dtype), dtype_name
     except ValueError as error:
         raise InputError(f"--model {config.model}: cannot use this checkpoint ({error})") from None
+
+
+def _load_predictor(config: ProcessConfig, console: Console, progress: Progress) -> tuple[Predictor, str]:
+    from .distributed import launched_by_torchrun
+    from .predictor import Fast3RPredictor
+
+    if launched_by_torchrun():  # rank 0 of torchrun: its own GPU, the others serve their share of each pass
+        import torch.distributed as dist
+
+        from .distributed import DistributedFast3RPredictor, init_from_env
+
+        device = str(init_from_env())
+        note = f"Devices: {dist.get_world_size()} processes ({device} on rank 0), decoder tokens split across them"
+    else:
+        device, note = _resolve_device(config, console)
+    task = progress.add_task(f"Loading Fast3R ({config.model}, {config.dtype}, {device})", total=None)
+    model, dtype_name = _load_model(config, device)
     progress.update(task, total=1, completed=1)
+    if launched_by_torchrun():
+        return DistributedFast3RPredictor(model, device), f"{note} ({dtype_name})"
     return Fast3RPredictor(model, device), f"{note} ({dtype_name})"
 
 
@@ -340,7 +393,10 @@ def _reconstruct(
     reconstruct_fn: ReconstructFn | None,
     console: Console,
     progress: Progress,
-) -> Reconstruction:
+) -> tuple[Reconstruction, list[np.ndarray]]:
+    """The reconstruction (in passes when the images do not fit one) and each view's confidence map."""
+    from .chunked import chunked_if_needed
+
     if reconstruct_fn is None:
         from .pipeline import ReconstructOptions, reconstruct
 
@@ -363,9 +419,12 @@ def _reconstruct(
         if config.verbose:
             console.log(message)
 
-    reconstruction = reconstruct_fn(images, predictor, options, progress=report)
+    views = [image.tensor for image in images]
+    predictor = chunked_if_needed(predictor, views, config.max_views_per_pass, progress=report)
+    capture = _ConfidenceCapture(predictor)
+    reconstruction = reconstruct_fn(images, capture, options, progress=report)
     progress.update(task, description="Inference and pose recovery", total=1, completed=1)
-    return reconstruction
+    return reconstruction, capture.maps
 
 
 def _save(image: Image.Image, path: Path) -> None:
@@ -422,6 +481,11 @@ class _ConfidenceCapture:
     def __init__(self, predictor: Predictor, stride: int = 4) -> None:
         self.predictor, self.stride, self.maps = predictor, stride, []
 
+    @property
+    def chunk_report(self) -> list:
+        """The merge report of a chunked predictor (empty for one pass)."""
+        return getattr(self.predictor, "chunk_report", None) or []
+
     def __call__(self, views):
         outputs = self.predictor(views)
         self.maps = [o["conf"][0, :: self.stride, :: self.stride].float().cpu().numpy() for o in outputs]
@@ -475,6 +539,9 @@ def _summary(
     lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
+    from .chunked import summary_lines
+
+    lines += summary_lines(getattr(reconstruction, "chunk_report", None) or [])
     per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
     lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
     lines += notes

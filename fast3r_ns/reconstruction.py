@@ -51,6 +51,7 @@ class Reconstruction:
     focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
     tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
     refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
+    chunk_report: list[dict] = field(default_factory=list)  # per pass when chunked (fast3r_ns.chunked.ChunkFit)
 
     @property
     def num_images(self) -> int:

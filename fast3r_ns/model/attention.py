@@ -95,6 +95,8 @@ class Attention(nn.Module):
         self.rope = rope
         self.compute_dtype: torch.dtype | None = None
         """Dtype of the score/softmax part (e.g. bf16 for parity with the official CUDA path); None = input dtype."""
+        self.sequence_parallel = None
+        """Set by ``fast3r_ns.model.parallel`` on decoder blocks: attention over the tokens of all ranks."""
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, N, dim], pos: [B, N, 2] (row, col) patch positions, used only with RoPE."""
@@ -104,5 +106,6 @@ class Attention(nn.Module):
         if self.rope is not None:
             q, k = self.rope(q, pos), self.rope(k, pos)
         dtype = self.compute_dtype or q.dtype
-        out = attention(q.to(dtype), k.to(dtype), v.to(dtype), self.scale).to(x.dtype)
+        compute = attention if self.sequence_parallel is None else self.sequence_parallel.attention
+        out = compute(q.to(dtype), k.to(dtype), v.to(dtype), self.scale).to(x.dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +41,13 @@ class OraclePredictor:
         pointmaps themselves cannot reveal it (a photometric matcher could).
     Normal pixels get confidences uniform in [2, 10). With ``normalize`` the global pointmaps are divided by their
     mean distance to the origin over all views and each local pointmap by its own, as in training.
+
+    Called on a subset of the views (as a ``ChunkedPredictor`` pass does; the views are recognised as the
+    ``images``' tensors), it behaves like the network on that subset: the global pointmaps are in the camera frame
+    of the FIRST view of the call, normalised over the call's views, with noise drawn afresh for that call.
+    ``call_scale_jitter`` (std of a log-normal factor) and ``call_frame_jitter`` (std of a rotation angle in
+    degrees and of a translation as a fraction of the mean point distance) move each call's global pointmaps by a
+    random similarity, seeded by the call's views. Called on all views the defaults give the outputs above.
     """
 
     def __init__(
@@ -58,6 +66,8 @@ class OraclePredictor:
         global_rotation_noise_deg: float = 0.0,
         global_translation_noise: float = 0.0,
         global_scale_noise: float = 0.0,
+        call_scale_jitter: float = 0.0,
+        call_frame_jitter: float = 0.0,
     ) -> None:
         if images is not None and len(images) != len(scene.cameras):
             raise ValueError(f"{len(images)} images for a scene of {len(scene.cameras)} cameras")
@@ -75,6 +85,8 @@ class OraclePredictor:
         self.global_rotation_noise_deg = global_rotation_noise_deg
         self.global_translation_noise = global_translation_noise
         self.global_scale_noise = global_scale_noise
+        self.call_scale_jitter = call_scale_jitter
+        self.call_frame_jitter = call_frame_jitter
 
     def network_pixels(self, view: int, height: int, width: int) -> np.ndarray:
         """[H, W, 2] continuous original-image coordinates of the centres of the network pixels of ``view``."""
@@ -139,15 +151,18 @@ class OraclePredictor:
             mask[top : top + h, left : left + w] = True
         return mask
 
-    def view_outputs(self, view: int, height: int, width: int) -> dict[str, np.ndarray]:
-        """Un-normalised float64 outputs of one view: pts3d_in_other_view, conf, pts3d_local, conf_local."""
-        rng = np.random.default_rng([self.seed, view])
+    def view_outputs(
+        self, view: int, height: int, width: int, reference: int = 0, call: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Un-normalised float64 outputs of one view: pts3d_in_other_view (in camera ``reference``'s frame), conf,
+        pts3d_local, conf_local. ``call``: a key mixed into the noise seed (None for a call on all views)."""
+        rng = np.random.default_rng([self.seed, view] if call is None else [self.seed, view, call])
         points_cam = self.scene.cast_pixels(view, self.network_pixels(view, height, width))[0]
         outliers = rng.random((height, width)) < self.outlier_fraction
         garbage = self._low_conf_mask(rng, height, width) if self.low_conf_fraction > 0 else np.zeros_like(outliers)
         outliers &= ~garbage
         cams = self.scene.cameras
-        view_to_cam0 = np.linalg.inv(cams[0].cam_to_world) @ cams[view].cam_to_world
+        view_to_cam0 = np.linalg.inv(cams[reference].cam_to_world) @ cams[view].cam_to_world
         errors = self.view_errors(view, float(np.median(points_cam[..., 2])))
         outputs = {}
         for name, conf_name in (("pts3d_in_other_view", "conf"), ("pts3d_local", "conf_local")):
@@ -163,21 +178,59 @@ class OraclePredictor:
             outputs[name], outputs[conf_name] = points, conf
         return outputs
 
+    def view_indices(self, views: Sequence[torch.Tensor]) -> list[int]:
+        """Scene views of a call: all of them in order, or the ``images`` whose tensors (or equal ones) were passed."""
+        if len(views) == len(self.scene.cameras):
+            return list(range(len(views)))
+        images = self.images or []
+        lookup = {id(image.tensor): i for i, image in enumerate(images)}
+        indices = [lookup.get(id(view)) for view in views]
+        for k, view in enumerate(views):  # the same pixels loaded again (e.g. by process())
+            if indices[k] is None:
+                same = (
+                    i for i, im in enumerate(images) if im.tensor.shape == view.shape and torch.equal(im.tensor, view)
+                )
+                indices[k] = next(same, None)
+        if not views or None in indices:
+            raise ValueError(
+                f"{len(views)} views for a scene of {len(self.scene.cameras)} cameras (a subset must be the "
+                "tensors of the images= given to the oracle)"
+            )
+        return indices
+
+    def _call_similarity(self, call: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """Random (scale, rotation [3, 3], translation direction [3]) of one call (identity without jitter)."""
+        rng = np.random.default_rng([self.seed, call, 7919])
+        scale = float(np.exp(self.call_scale_jitter * rng.standard_normal()))
+        axis = rng.standard_normal(3)
+        angle = np.deg2rad(self.call_frame_jitter * rng.standard_normal())
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]]) / np.linalg.norm(axis)
+        rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        return scale, rotation, self.call_frame_jitter / 30.0 * rng.standard_normal(3)
+
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:
-        if len(views) != len(self.scene.cameras):
-            raise ValueError(f"{len(views)} views for a scene of {len(self.scene.cameras)} cameras")
+        indices = self.view_indices(views)
+        full = indices == list(range(len(self.scene.cameras)))
+        call = None if full else zlib.crc32(np.asarray(indices, dtype=np.int64).tobytes())
         outputs = []
         norm_sum, norm_count = 0.0, 0
-        for index, view in enumerate(views):
-            raw = self.view_outputs(index, view.shape[-2], view.shape[-1])
+        for index, view in zip(indices, views):
+            raw = self.view_outputs(index, view.shape[-2], view.shape[-1], reference=indices[0], call=call)
+            norm_sum += float(np.linalg.norm(raw["pts3d_in_other_view"], axis=-1).sum())
+            norm_count += raw["conf"].size
             if self.normalize:
-                norm_sum += float(np.linalg.norm(raw["pts3d_in_other_view"], axis=-1).sum())
-                norm_count += raw["conf"].size
                 raw["pts3d_local"] /= np.linalg.norm(raw["pts3d_local"], axis=-1).mean()
             outputs.append({k: torch.from_numpy(v.astype(np.float32))[None] for k, v in raw.items()})
+        jitter = self.call_scale_jitter > 0 or self.call_frame_jitter != 0
+        scale, rotation, shift = self._call_similarity(call or 0) if jitter else (1.0, np.eye(3), np.zeros(3))
+        mean_distance = 1.0 if self.normalize else norm_sum / norm_count  # of the global points, once normalised
         for output, view in zip(outputs, views):
             if self.normalize:
                 output["pts3d_in_other_view"] /= norm_sum / norm_count
+            if jitter:
+                points = output["pts3d_in_other_view"].double() @ torch.from_numpy(rotation).T
+                points = scale * (points + torch.from_numpy(shift * mean_distance))
+                output["pts3d_in_other_view"] = points.float()
             if view.shape[0] != 1:
                 for key, value in output.items():
                     output[key] = value.expand(view.shape[0], *value.shape[1:])

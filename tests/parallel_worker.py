@@ -1,0 +1,56 @@
+"""Worker of tests/model/test_parallel.py: one rank of a gloo group on the CPU (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def tiny_views(tiny: Path) -> list[torch.Tensor]:
+    """The four preprocessed fixture images (three sizes: uneven tokens per view)."""
+    with np.load(tiny / "preprocess.npz") as data:
+        return [torch.from_numpy(data[f"view{i}_img"]) for i in range(int(data["num_views"]))]
+
+
+def same_size_views(tiny: Path) -> list[torch.Tensor]:
+    """Six 48x80 views (equal tokens on two ranks, as the ring method needs)."""
+    views = tiny_views(tiny)
+    base = [views[0], views[3]]
+    return base + [v.flip(-1) for v in base] + [v.flip(-2) for v in base]
+
+
+def run(rank: int, world_size: int, port: int, tiny: str, out: str) -> None:
+    from fast3r_ns.distributed import DistributedFast3RPredictor, serve
+    from fast3r_ns.model import Fast3R
+    from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    tiny = Path(tiny)
+    model = Fast3R.from_pretrained(tiny / "model").eval()
+    results = {}
+    for name, views, method in (
+        ("allgather_uneven", tiny_views(tiny), "allgather"),
+        ("ring_even", same_size_views(tiny), "ring"),
+        ("ring_uneven_falls_back", tiny_views(tiny), "ring"),
+    ):
+        parallel = SequenceParallel(method=method)
+        mine, outputs = parallel_forward(model, views, parallel)
+        ranges = split_views(view_tokens(model, views), world_size)
+        results[name] = gather_outputs(mine, outputs, [v.shape for v in views], ranges)
+        results[name + "_tokens"] = parallel.tokens_per_rank
+    if rank == 0:
+        predictor = DistributedFast3RPredictor(model, "cpu")
+        results["predictor"] = predictor(same_size_views(tiny))
+        results["predictor_again"] = predictor(tiny_views(tiny)[:3])
+        predictor.close()
+        torch.save(results, out)
+    else:
+        results["served"] = serve(model, "cpu")
+        torch.save(results, f"{out}.rank{rank}")
+    dist.destroy_process_group()
