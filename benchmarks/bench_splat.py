@@ -60,7 +60,7 @@ from fast3r_ns.testing import OraclePredictor  # noqa: E402
 from fast3r_ns.testing.metrics import camera_errors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("gt", "oracle_clean", "oracle_noisy")
+VARIANTS = ("gt", "oracle_clean", "oracle_noisy", "oracle_noisy_refined")
 NOISY = {
     "depth_noise": 0.02,  # 2 % multiplicative depth noise per pixel
     "point_noise": 0.005,
@@ -284,7 +284,7 @@ def prepare_scene(name: str, full_root: Path, max_points: int | None, console: C
         prepared = load_images(paths, size=512)  # process()'s preprocessing of the same files, same order
         counts = {}
         for variant in VARIANTS[1:]:
-            noise = NOISY if variant == "oracle_noisy" else {}
+            noise = NOISY if variant.startswith("oracle_noisy") else {}
             predictor = FastLikeOracle(ordered, prepared, seed=11, **noise)
             config = ProcessConfig(
                 data=inputs["train"],
@@ -292,6 +292,7 @@ def prepare_scene(name: str, full_root: Path, max_points: int | None, console: C
                 output_dir=out / variant,
                 num_downscales=0,
                 max_points=max_points,
+                refine=variant.endswith("_refined"),
             )
             tic = time.perf_counter()
             result = process(config, console=Console(quiet=True), predictor=predictor)

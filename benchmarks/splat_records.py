@@ -139,7 +139,7 @@ def picture(out: str | Path, render_dir: str | Path, scale: int = 1) -> Path:
 
     files = sorted(Path(render_dir).glob("*__*.png"))
     rows: dict[str, list[tuple[str, Path]]] = {}
-    order = ["gt", "oracle_clean", "oracle_noisy", "oracle_noisy_camopt"]
+    order = ["gt", "oracle_clean", "oracle_noisy", "oracle_noisy_camopt", "oracle_noisy_refined"]
     for path in files:
         scene, run = path.stem.split("__", 1)
         rows.setdefault(scene, []).append((run, path))
