@@ -100,12 +100,14 @@ class FastLikeOracle(OraclePredictor):
         self.view_translation_rel = view_translation_rel
         self.depth_warp = depth_warp
 
-    def view_outputs(self, view: int, height: int, width: int) -> dict[str, np.ndarray]:
-        outputs = super().view_outputs(view, height, width)
-        rng = np.random.default_rng([self.seed, view, 7])
+    def view_outputs(
+        self, view: int, height: int, width: int, reference: int = 0, call: int | None = None
+    ) -> dict[str, np.ndarray]:
+        outputs = super().view_outputs(view, height, width, reference, call)
+        rng = np.random.default_rng([self.seed, view, 7] if call is None else [self.seed, view, 7, call])
         depth = self.scene.cast_pixels(view, self.network_pixels(view, height, width))[0][..., 2]
         cams = self.scene.cameras
-        view_to_cam0 = np.linalg.inv(cams[0].cam_to_world) @ cams[view].cam_to_world
+        view_to_cam0 = np.linalg.inv(cams[reference].cam_to_world) @ cams[view].cam_to_world
         center = view_to_cam0[:3, 3]
         if self.edge_width > 0:
             near, far = _min_max_filter(depth, self.edge_width)
