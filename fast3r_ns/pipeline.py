@@ -373,13 +373,17 @@ def _cameras_official(
 
 
 def _check_focal(images: Sequence[PreparedImage], cameras: _Cameras, options: ReconstructOptions) -> None:
-    """Mark views whose focal is non-finite or implausible (in place)."""
+    """Mark views whose focal is non-finite or implausible and clamp it into ``focal_range`` (in place), so every
+    written camera stays usable (a NaN becomes the official 60-degree fallback)."""
     low, high = options.focal_range
     for view, image in enumerate(images):
-        focal = cameras.intrinsics[view, 0] / max(image.original_size)
+        long_side = max(image.original_size)
+        focal = cameras.intrinsics[view, 0] / long_side
         if not np.isfinite(focal) or not low <= focal <= high:
-            note = f"implausible focal ({cameras.intrinsics[view, 0]:.4g} px)"
+            clamped = float(np.clip(focal, low, high)) if np.isfinite(focal) else 0.5 / np.tan(np.radians(30))
+            note = f"implausible focal ({cameras.intrinsics[view, 0]:.4g} px, written as {clamped * long_side:.4g})"
             cameras.notes[view] = f"{cameras.notes[view]}; {note}" if cameras.notes[view] else note
+            cameras.intrinsics[view, :2] = clamped * long_side
 
 
 @dataclass

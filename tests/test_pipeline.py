@@ -205,3 +205,21 @@ def test_local_point_source_and_network_colours(mixed) -> None:
     cols, rows = np.floor(result.point_pixel[sel]).astype(int).T
     difference = np.abs(result.colors[sel].astype(int) - rgb[rows, cols]).mean()
     assert difference < 40
+
+
+def test_implausible_focal_is_flagged_and_clamped(mixed) -> None:
+    """A mirrored local pointmap gives a negative focal: the view is untrusted and its written focal stays positive."""
+    scene, images = mixed
+    oracle = OraclePredictor(scene, images, seed=3)
+
+    def mirrored(views: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = oracle(views)
+        outputs[1]["pts3d_local"][..., :2] *= -1
+        return outputs
+
+    result = reconstruct(images, mirrored, ReconstructOptions(device="cpu"))
+    assert not result.pose_ok[1] and "implausible focal" in result.pose_notes[1]
+    long_side = max(images[1].original_size)
+    assert 0.1 * long_side <= result.intrinsics[1, 0] <= 10 * long_side
+    assert result.intrinsics[1, 0] == result.intrinsics[1, 1]
+    assert result.pose_ok[0] and result.intrinsics[0, 0] > 0
