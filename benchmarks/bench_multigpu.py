@@ -32,9 +32,8 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_chunked import make_views  # noqa: E402
-from benchmarks.bench_model import DTYPES, build, compare  # noqa: E402
+from benchmarks.bench_model import DTYPES, build, compare, timed_forward  # noqa: E402
 from benchmarks.common import RESULTS, append, commit, device_name  # noqa: E402
-from fast3r_ns.model import default_image_ids  # noqa: E402
 from fast3r_ns.model.parallel import (  # noqa: E402
     SequenceParallel,
     gather_outputs,
@@ -62,25 +61,10 @@ def peak_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-@torch.inference_mode()
 def one_gpu(model, views: list[torch.Tensor], device: torch.device) -> dict:
     """Rank 0 alone: the plain forward, stage by stage (outputs stay on the GPU while timed, then go to the CPU)."""
-    reset_peak(device)
-    ids = default_image_ids(len(views))
-    inputs = [v.to(device) for v in views]
-    t0 = sync(device)
-    cast = [v.to(model.dtype) for v in inputs]
-    features = model._encode(cast)
-    t1 = sync(device)
-    hooked = model.decoder(features, ids)
-    del features
-    t2 = sync(device)
-    outputs = model._heads(cast, hooked)
-    del hooked
-    t3 = sync(device)
-    result = {"seconds": t3 - t0, "encoder_seconds": t1 - t0, "decoder_seconds": t2 - t1, "heads_seconds": t3 - t2}
-    result["peak_gib"] = peak_gib(device)
-    result["outputs"] = [{k: v.float().cpu() for k, v in o.items()} for o in outputs]
+    result = timed_forward(model, [v.to(device) for v in views], str(device))
+    result["outputs"] = [{k: v.float().cpu() for k, v in o.items()} for o in result["outputs"]]
     return result
 
 

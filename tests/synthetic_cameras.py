@@ -8,18 +8,7 @@ import numpy as np
 from PIL import Image
 
 from fast3r_ns.reconstruction import Reconstruction
-
-
-def look_at(center: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """[4, 4] camera-to-world with OpenCV axes (x right, y down, z forward), world 'down' = +y."""
-    forward = (target - center) / np.linalg.norm(target - center)
-    right = np.cross(np.array([0.0, 1.0, 0.0]), forward)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    cam_to_world = np.eye(4)
-    cam_to_world[:3, :3] = np.stack([right, down, forward], axis=1)
-    cam_to_world[:3, 3] = center
-    return cam_to_world
+from fast3r_ns.testing.scene import look_at
 
 
 def project(points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
@@ -58,7 +47,7 @@ def make_reconstruction(
     for index, (width, height) in enumerate(sizes):
         angle = np.pi * index / max(num - 1, 1) - np.pi / 2
         center = np.array([4 * np.sin(angle), -1.0, -4 * np.cos(angle)])
-        cam_to_world.append(look_at(center, np.array([0.0, 0.2, 0.0])))
+        cam_to_world.append(look_at(center, np.array([0.0, 0.2, 0.0]), up=(0.0, -1.0, 0.0)))
         focal = 0.9 * max(width, height) * (1.0 if shared else 1.0 + 0.05 * index)
         intrinsics.append([focal, focal * (1.0 if shared else 1.01), width / 2 + 1.5, height / 2 - 0.75])
     cam_to_world, intrinsics = np.array(cam_to_world), np.array(intrinsics)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from fast3r_ns.reconstruction import Reconstruction
+from fast3r_ns.testing.scene import look_at
 
 NUM_VIEWS = 8
 NUM_POINTS = 3000
@@ -21,18 +22,6 @@ APPLIED_TRANSFORM = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 
 FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL camera axes
 
 
-def look_at_origin(centre: np.ndarray) -> np.ndarray:
-    """[4, 4] camera-to-world (OpenCV axes) of a camera at ``centre`` looking at the origin, world y down."""
-    forward = -centre / np.linalg.norm(centre)
-    right = np.cross([0.0, 1.0, 0.0], forward)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    cam_to_world = np.eye(4)
-    cam_to_world[:3, :3] = np.stack([right, down, forward], axis=1)
-    cam_to_world[:3, 3] = centre
-    return cam_to_world
-
-
 def make_reconstruction(image_dir: Path, pose_notes: bool = True) -> Reconstruction:
     """Cameras on a circle of radius 3 (view 0 at the world origin's -z side, identity rotation) looking at a
     unit sphere of coloured points; small gradient PNGs written to ``image_dir``."""
@@ -40,7 +29,7 @@ def make_reconstruction(image_dir: Path, pose_notes: bool = True) -> Reconstruct
     image_dir.mkdir(parents=True, exist_ok=True)
     angles = np.linspace(0, 2 * np.pi, NUM_VIEWS, endpoint=False)
     centres = 3.0 * np.stack([np.sin(angles), np.zeros(NUM_VIEWS), -np.cos(angles)], axis=1)
-    cam_to_world = np.stack([look_at_origin(c) for c in centres])
+    cam_to_world = np.stack([look_at(c, np.zeros(3), up=(0.0, -1.0, 0.0)) for c in centres])
     width, height = IMAGE_SIZE
     paths = []
     for i in range(NUM_VIEWS):
