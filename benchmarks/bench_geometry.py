@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
 from fast3r_ns.testing import OraclePredictor, make_scene
-from fast3r_ns.testing.metrics import camera_errors
+from fast3r_ns.testing.metrics import reconstruction_errors
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,14 +42,7 @@ def _device_name(device: str) -> str:
 
 
 def _errors(result, scene) -> dict[str, float]:
-    errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
-    focal = np.array([c.intrinsics[0] for c in scene.cameras])
-    return {
-        "rotation_err_deg": float(errors["rotation_err_deg"].max()),
-        "translation_err_rel": float(errors["translation_err_rel"].max()),
-        "focal_err_rel": float(np.abs(result.intrinsics[:, 0] / focal - 1).max()),
-        "untrusted_views": int((~result.pose_ok).sum()),
-    }
+    return reconstruction_errors(result, scene) | {"untrusted_views": int((~result.pose_ok).sum())}
 
 
 def accuracy_cases(device: str, write) -> None:

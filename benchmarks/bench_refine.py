@@ -14,14 +14,13 @@ import argparse
 import resource
 import time
 
-import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, append, commit
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage
 from fast3r_ns.testing import OraclePredictor, make_scene
-from fast3r_ns.testing.metrics import camera_errors
+from fast3r_ns.testing.metrics import reconstruction_errors
 
 NOISE = {
     "local_focal_noise": 0.03,
@@ -38,16 +37,7 @@ def _peak_gib() -> float:
 
 
 def _errors(result, scene) -> dict[str, float]:
-    errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
-    focal = np.abs(result.intrinsics[:, 0] / np.array([c.intrinsics[0] for c in scene.cameras]) - 1)
-    return {
-        "rotation_err_deg": float(errors["rotation_err_deg"].max()),
-        "translation_err_rel": float(errors["translation_err_rel"].max()),
-        "focal_err_rel": float(focal.max()),
-        "rotation_err_deg_mean": float(errors["rotation_err_deg"].mean()),
-        "translation_err_rel_mean": float(errors["translation_err_rel"].mean()),
-        "focal_err_rel_mean": float(focal.mean()),
-    }
+    return reconstruction_errors(result, scene)
 
 
 def run(views: int, width: int, height: int, refine_points: bool, seed: int) -> dict:

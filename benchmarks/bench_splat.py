@@ -57,7 +57,7 @@ from fast3r_ns.io.transforms import nerfstudio_points, transforms_dict, write_tr
 from fast3r_ns.process import ProcessConfig, process  # noqa: E402
 from fast3r_ns.reconstruction import Reconstruction  # noqa: E402
 from fast3r_ns.testing import OraclePredictor  # noqa: E402
-from fast3r_ns.testing.metrics import camera_errors  # noqa: E402
+from fast3r_ns.testing.metrics import reconstruction_errors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("gt", "oracle_clean", "oracle_noisy", "oracle_noisy_refined")
@@ -178,18 +178,9 @@ def _commit() -> str:
 
 
 def _errors(reconstruction: Reconstruction, scene: splat_scene.TexturedScene) -> dict[str, float]:
-    """Max (and median) pose errors over all views after the similarity alignment, and the max focal error."""
-    errors = camera_errors(reconstruction.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
-    focal = np.array([c.intrinsics[0] for c in scene.cameras])
-    focal_err = np.abs(reconstruction.intrinsics[:, :2] / focal[:, None] - 1)
-    return {
-        "rotation_err_deg": float(errors["rotation_err_deg"].max()),
-        "translation_err_rel": float(errors["translation_err_rel"].max()),
-        "focal_err_rel": float(focal_err.max()),
-        "rotation_err_deg_median": float(np.median(errors["rotation_err_deg"])),
-        "translation_err_rel_median": float(np.median(errors["translation_err_rel"])),
-        "untrusted_views": int((~np.asarray(reconstruction.pose_ok)).sum()),
-    }
+    """Pose and focal errors over all views after the similarity alignment (max, median, mean)."""
+    untrusted = int((~np.asarray(reconstruction.pose_ok)).sum())
+    return reconstruction_errors(reconstruction, scene) | {"untrusted_views": untrusted}
 
 
 def ground_truth(scene: splat_scene.TexturedScene, image_paths: list[Path], num_points: int, seed: int = 0):

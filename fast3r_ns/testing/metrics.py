@@ -47,3 +47,17 @@ def camera_errors(
         "rotation_err_deg": rotation_angle_deg(np.einsum("vji,vjk->vik", rotations, truth[:, :3, :3])),
         "translation_err_rel": np.linalg.norm(centers - truth[:, :3, 3], axis=-1) / scene_size,
     }
+
+
+def reconstruction_errors(reconstruction, scene) -> dict[str, float]:
+    """Max, median and mean over views of a reconstruction's errors against a synthetic ``scene``: rotation (deg),
+    camera centre (relative to the scene size) after ``align_cameras``, and focal (relative)."""
+    errors = camera_errors(reconstruction.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
+    focal = np.array([camera.intrinsics[0] for camera in scene.cameras])
+    errors["focal_err_rel"] = np.abs(reconstruction.intrinsics[:, 0] / focal - 1)
+    summary = {}
+    for name, values in errors.items():
+        summary[name] = float(values.max())
+        summary[f"{name}_median"] = float(np.median(values))
+        summary[f"{name}_mean"] = float(values.mean())
+    return summary
