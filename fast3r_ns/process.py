@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import warnings
@@ -373,16 +374,21 @@ def _load_predictor(config: ProcessConfig, console: Console, progress: Progress)
 
 
 def _load_network_images(paths: list[Path], size: int, progress: Progress) -> list[PreparedImage]:
+    """Decode and preprocess in a thread pool (PIL releases the GIL while decoding and resizing), in order."""
     from .io.images import load_image
+
+    def load(path: Path) -> PreparedImage:
+        try:
+            return load_image(path, size)
+        except Image.DecompressionBombError as error:
+            raise InputError(f"{path}: too large for PIL's safety limit ({error}); downscale it first") from None
 
     task = progress.add_task("Loading images", total=len(paths))
     images = []
-    for path in paths:
-        try:
-            images.append(load_image(path, size))
-        except Image.DecompressionBombError as error:
-            raise InputError(f"{path}: too large for PIL's safety limit ({error}); downscale it first") from None
-        progress.advance(task)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for image in pool.map(load, paths):
+            images.append(image)
+            progress.advance(task)
     return images
 
 
