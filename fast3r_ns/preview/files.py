@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fast3r_ns.geometry.conventions import opencv_to_opengl
 from fast3r_ns.reconstruction import Reconstruction
 
 PREVIEW_DIR = "fast3r_preview"
@@ -33,10 +34,6 @@ THUMBNAIL_SIZE = 256
 """Long side in pixels of the stored confidence maps."""
 WEAK_FRACTION = 0.5
 """A trusted view is weak when its confidence is below this fraction of the median view confidence."""
-
-# OpenGL (nerfstudio) camera axes -> OpenCV camera axes: flip y and z. Same map as
-# ``fast3r_ns.geometry.conventions.opencv_to_opengl`` (it is its own inverse).
-_FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 @dataclass
@@ -194,7 +191,7 @@ def read_cameras(out_dir: Path) -> tuple[list[Camera], dict]:
         cameras.append(
             Camera(
                 file_path=str(frame["file_path"]),
-                cam_to_world=cam_to_world @ _FLIP_YZ,
+                cam_to_world=opencv_to_opengl(cam_to_world),  # its own inverse: OpenGL axes -> OpenCV
                 fx=float(value("fl_x")),
                 fy=float(value("fl_y")),
                 cx=float(value("cx")),
