@@ -51,6 +51,13 @@ def estimate_pass_gib(
     return (PASS_FIXED_GIB + views * tokens_per_view * per_token / 2**30) * itemsize / 2
 
 
+def free_gpu_gib(device: torch.device) -> float:
+    """GiB a pass can still use on ``device``: free memory plus what PyTorch's allocator caches unused."""
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return (free + cached) / 2**30
+
+
 def views_per_pass_for_memory(
     free_gib: float, tokens_per_view: float = 768, itemsize: int = 2, weights_resident: bool = True, margin: float = 0.9
 ) -> int:

@@ -71,12 +71,10 @@ class DistributedFast3RPredictor:
         """The one-GPU limit times the number of ranks, less the all-gathered keys and values (4 KiB per token)."""
         if self.device.type != "cuda":
             return None
-        from .chunked import PASS_BYTES_PER_TOKEN, views_per_pass_for_memory
+        from .chunked import PASS_BYTES_PER_TOKEN, free_gpu_gib, views_per_pass_for_memory
 
-        free, _ = torch.cuda.mem_get_info(self.device)
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         tokens = sum(view_tokens(self.model, views)) * views[0].shape[0] / len(views)
-        per_rank = views_per_pass_for_memory((free + cached) / 2**30, tokens, self.model.dtype.itemsize)
+        per_rank = views_per_pass_for_memory(free_gpu_gib(self.device), tokens, self.model.dtype.itemsize)
         return int(per_rank * self.world_size / (1 + self.world_size * 4096 / PASS_BYTES_PER_TOKEN))
 
     @torch.inference_mode()

@@ -36,16 +36,14 @@ class Fast3RPredictor:
         None on the CPU (no automatic chunking there)."""
         if self.device.type != "cuda":
             return None
-        from .chunked import views_per_pass_for_memory
+        from .chunked import free_gpu_gib, views_per_pass_for_memory
 
-        free, _ = torch.cuda.mem_get_info(self.device)
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         patch = self.model.config.encoder.patch_size
         tokens = sum(v.shape[0] * v.shape[-2] * v.shape[-1] for v in views) / len(views) / patch**2  # per view
-        return views_per_pass_for_memory((free + cached) / 2**30, tokens, self.model.dtype.itemsize)
+        return views_per_pass_for_memory(free_gpu_gib(self.device), tokens, self.model.dtype.itemsize)
 
     @torch.inference_mode()
     def __call__(self, views: list[torch.Tensor]) -> list[Output]:
-        dtype = next(self.model.parameters()).dtype  # cast before the transfer: half the bytes and no fp32 copy
+        dtype = self.model.dtype  # cast before the transfer: half the bytes and no fp32 copy on the GPU
         outputs = self.model([v.to(dtype).to(self.device, non_blocking=True) for v in views])
         return [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
