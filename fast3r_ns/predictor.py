@@ -6,9 +6,11 @@ from typing import Protocol
 
 import torch
 
+from .model.fast3r import OUTPUT_KEYS
+
 Output = dict[str, torch.Tensor]
 
-PREDICTION_KEYS = ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local")
+PREDICTION_KEYS = OUTPUT_KEYS
 """Keys of each per-view dict: global points [B, H, W, 3] in view 0's camera frame, their confidence
 [B, H, W] (>= 1), local points [B, H, W, 3] in the view's own camera frame and their confidence."""
 

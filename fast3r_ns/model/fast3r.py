@@ -15,6 +15,8 @@ from .encoder import Encoder
 from .image_ids import default_image_ids
 
 Output = dict[str, torch.Tensor]
+OUTPUT_KEYS = ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local")
+"""Keys of each per-view output dict (the official names)."""
 
 
 class Fast3R(nn.Module):

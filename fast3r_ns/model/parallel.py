@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 
 from .attention import attention as local_attention
+from .fast3r import OUTPUT_KEYS
 
 Output = dict[str, torch.Tensor]
 Method = Literal["allgather", "ring"]
-OUTPUT_KEYS = ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local")
 
 
 def split_views(tokens_per_view: Sequence[int], world_size: int) -> list[range]:
