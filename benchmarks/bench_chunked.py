@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_model import DTYPES, build, sync  # noqa: E402
-from benchmarks.common import RESULTS, append, commit, device_name  # noqa: E402
+from benchmarks.bench_model import DTYPES, build  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, sync  # noqa: E402
 from fast3r_ns.chunked import ChunkedPredictor, estimate_pass_gib, plan_chunks  # noqa: E402
 from fast3r_ns.predictor import Fast3RPredictor  # noqa: E402
 

@@ -13,28 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
-from fast3r_ns.io import PreparedImage, load_images
-from fast3r_ns.testing import OraclePredictor, make_scene
-from fast3r_ns.testing.metrics import reconstruction_errors
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=RESULTS.parent
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from benchmarks.common import RESULTS, commit  # noqa: E402
+from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns.io import PreparedImage, load_images  # noqa: E402
+from fast3r_ns.testing import OraclePredictor, make_scene  # noqa: E402
+from fast3r_ns.testing.metrics import reconstruction_errors  # noqa: E402
 
 
 def _device_name(device: str) -> str:
@@ -183,7 +175,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     common = {
         "bench": "geometry",
-        "commit": _commit(),
+        "commit": commit(),
         "device": _device_name(args.device),
         "gpus": 1 if args.device.startswith("cuda") else 0,
         "torch_threads": torch.get_num_threads(),

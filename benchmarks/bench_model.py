@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, append, commit, device_name, randomize_weights  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, randomize_weights, sync  # noqa: E402
 from fast3r_ns.model import Fast3R, Fast3RConfig, default_image_ids  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -38,12 +37,6 @@ def images(
     coarse = torch.rand(views, 3, height // 32, width // 32, generator=generator) * 2 - 1
     full = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
     return [v[None].to(device, dtype) for v in full]
-
-
-def sync(device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 @torch.inference_mode()

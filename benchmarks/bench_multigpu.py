@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_chunked import make_views  # noqa: E402
 from benchmarks.bench_model import DTYPES, build, compare, timed_forward  # noqa: E402
-from benchmarks.common import RESULTS, append, commit, device_name  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, sync  # noqa: E402
 from fast3r_ns.model.parallel import (  # noqa: E402
     SequenceParallel,
     gather_outputs,
@@ -41,12 +41,6 @@ from fast3r_ns.model.parallel import (  # noqa: E402
     split_views,
     view_tokens,
 )
-
-
-def sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def reset_peak(device: torch.device) -> None:
