@@ -23,6 +23,18 @@ def test_installed_hook_costs_only_stdlib():
     assert result.stderr == ""
 
 
+def test_stale_pth_is_silent():
+    """A .pth left behind when the package is gone (e.g. a moved editable checkout) must not print at every start."""
+    from pathlib import Path
+
+    import fast3r_ns.nerfstudio
+
+    pth = Path(fast3r_ns.nerfstudio.__file__).with_name("fast3r_ns_nerfstudio.pth").read_text()
+    code = f"import sys; sys.path = [p for p in sys.path[1:] if 'site-packages' not in p]\n{pth}\nprint('ok')"
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/")
+    assert (result.stdout, result.stderr) == ("ok\n", "")
+
+
 def test_ns_process_data_lists_and_documents_fast3r(ns_process_data):
     env = {**os.environ, "COLUMNS": "200"}
     listing = subprocess.run([*ns_process_data, "--help"], capture_output=True, text=True, env=env)
