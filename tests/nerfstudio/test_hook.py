@@ -30,7 +30,8 @@ def test_stale_pth_is_silent():
     import fast3r_ns.nerfstudio
 
     pth = Path(fast3r_ns.nerfstudio.__file__).with_name("fast3r_ns_nerfstudio.pth").read_text()
-    code = f"import sys; sys.path = [p for p in sys.path if p.startswith(sys.base_prefix) and 'site-packages' not in p]\n{pth}\nprint('ok')"
+    stdlib_only = "sys.path = [p for p in sys.path if p.startswith(sys.base_prefix) and 'site-packages' not in p]"
+    code = f"import sys; {stdlib_only}\n{pth}\nprint('ok')"
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/")
     assert (result.stdout, result.stderr) == ("ok\n", "")
 
