@@ -8,7 +8,11 @@ Two commands on a 2-GPU machine (each under 10 minutes on H100s/H200s; one GPU t
     torchrun --nproc-per-node 2 benchmarks/bench_multigpu.py --views 2000 --baseline-views 500
         # ~6 min: one GPU measured at 500 views and extrapolated to 2000, two GPUs measured at 500 and 2000 views
 
-One-GPU times beyond ``--max-baseline-views`` (1000) are extrapolated from a measured one-GPU run at
+One GPU at 2000 views takes ~520-560 s, so a measured 2000-view speed-up needs two commands on the same warm
+machine: first ``torchrun --nproc-per-node 1 benchmarks/bench_multigpu.py --views 2000 --one-gpu-only`` (records the
+one-GPU run with the host name), then the two-GPU command above, which uses that record as the baseline
+(``baseline_measured: "same host, earlier command"``) where one matches host, commit, views, size and dtype.
+Otherwise one-GPU times beyond ``--max-baseline-views`` (1000) are extrapolated from a measured one-GPU run at
 ``--baseline-views``: decoder time x (views ratio)^2 (attention), encoder and heads x views ratio; the record says
 ``baseline_estimated: true``. The 1000-view command also extrapolates 500 -> 1000 to check that model against
 the measured 1000-view time (``extrapolation_check``). Outputs are compared with one GPU wherever both ran.
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -95,6 +101,20 @@ def extrapolate(measured: dict, views_from: int, views_to: int) -> float:
     return measured["decoder_seconds"] * ratio**2 + linear * ratio
 
 
+def earlier_baseline(out: Path, base: dict, views: int) -> dict | None:
+    """A one-GPU record of an earlier command (``--one-gpu-only``) on this host for the same case, if any."""
+    if not out.exists():
+        return None
+    same = ("commit", "device", "host", "height", "width", "dtype")
+    found = None
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("case") == "1gpu" and record.get("views") == views and "error" not in record:
+            if all(record.get(k) == base[k] for k in same):
+                found = record
+    return found
+
+
 def differences(reference: list[dict], other: list[dict]) -> dict:
     stats = compare(reference, other)
     for key in ("pts3d_in_other_view", "pts3d_local", "conf", "conf_local"):
@@ -114,6 +134,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: bf16 on GPUs, fp32 on CPUs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--one-gpu-only", action="store_true", help="only measure one GPU at --views (any size)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -125,7 +146,8 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype_name = args.dtype or ("bf16" if cuda else "fp32")
     out = args.out or RESULTS / f"multigpu_{device_name().split()[-1].lower()}.jsonl"
-    base = {"bench": "multigpu", "commit": commit(), "device": device_name(), "gpus": world}
+    base = {"bench": "multigpu", "commit": commit(), "device": device_name(), "host": socket.gethostname()}
+    base |= {"gpus": world}
     base |= {"height": args.height, "width": args.width, "dtype": dtype_name, "torch": torch.__version__}
     base |= {"nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE")}
     model = build(DTYPES[dtype_name], str(device))  # same seed on every rank: the same weights
@@ -136,6 +158,18 @@ def main() -> None:
             append(out, base | record)
 
     warm = make_views(2 * world, args.height, args.width, torch.float32, seed=1)
+    if args.one_gpu_only:
+        one_gpu(model, warm[:2], device)
+        for views_count in sorted(set(args.views)):
+            if rank == 0:
+                result = one_gpu(model, make_views(views_count, args.height, args.width, torch.float32), device)
+                log(
+                    {"case": "1gpu", "gpus": 1, "views": views_count}
+                    | {k: v for k, v in result.items() if k != "outputs"}
+                )
+                del result
+        dist.destroy_process_group()
+        return
     two_gpus(model, warm, device, args.methods[0])  # warm-up (kernels, NCCL communicators)
     if rank == 0:
         one_gpu(model, warm[:2], device)
@@ -200,6 +234,11 @@ def main() -> None:
                     baseline_seconds = reference["seconds"]
                     extra = {"baseline_peak_gib": reference["peak_gib"], "baseline_estimated": False}
                     extra |= differences(reference["outputs"], result["outputs"])
+                elif (earlier := earlier_baseline(out, base, views_count)) is not None:
+                    baseline_seconds = earlier["seconds"]
+                    extra = {"baseline_peak_gib": earlier["peak_gib"], "baseline_estimated": False}
+                    extra |= {"baseline_measured": "same host, earlier command (--one-gpu-only)"}
+                    extra |= {"extrapolated_baseline_seconds": extrapolate(baselines[small], small, views_count)}
                 else:
                     baseline_seconds = extrapolate(baselines[small], small, views_count)
                     extra = {
