@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_model import DTYPES, build  # noqa: E402
-from benchmarks.common import RESULTS, append, commit, device_name, sync  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, device_slug, sync  # noqa: E402
 from fast3r_ns.chunked import ChunkedPredictor, estimate_pass_gib, plan_chunks  # noqa: E402
 from fast3r_ns.predictor import Fast3RPredictor  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     dtype_name = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
-    out = args.out or RESULTS / f"chunked_{device_name().split()[-1].lower()}.jsonl"
+    out = args.out or RESULTS / f"chunked_{device_slug()}.jsonl"
     base = {"bench": "chunked", "commit": commit(), "device": device_name(), "gpus": 1, "torch": torch.__version__}
     base |= {"height": args.height, "width": args.width, "dtype": dtype_name}
     started = time.perf_counter()

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, append, commit, device_name, randomize_weights, sync  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, device_slug, randomize_weights, sync  # noqa: E402
 from fast3r_ns.model import Fast3R, Fast3RConfig, default_image_ids  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -160,7 +160,7 @@ def main() -> None:
         attention_module.KV_BLOCK_TOKENS = args.kv_block
     torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32
     torch.backends.cudnn.allow_tf32 = False
-    out = args.out or RESULTS / f"model_{device_name().split()[-1].lower()}.jsonl"
+    out = args.out or RESULTS / f"model_{device_slug()}.jsonl"
     base = {"bench": "model", "commit": commit(), "device": device_name(), "gpus": 1}
     base |= {"height": args.height, "width": args.width, "torch": torch.__version__}
     from fast3r_ns.model import attention as attention_module

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_chunked import make_views  # noqa: E402
 from benchmarks.bench_model import DTYPES, build, compare, timed_forward  # noqa: E402
-from benchmarks.common import RESULTS, append, commit, device_name, sync  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, device_slug, sync  # noqa: E402
 from fast3r_ns.model.parallel import (  # noqa: E402
     SequenceParallel,
     gather_outputs,
@@ -145,7 +145,7 @@ def main() -> None:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype_name = args.dtype or ("bf16" if cuda else "fp32")
-    out = args.out or RESULTS / f"multigpu_{device_name().split()[-1].lower()}.jsonl"
+    out = args.out or RESULTS / f"multigpu_{device_slug()}.jsonl"
     base = {"bench": "multigpu", "commit": commit(), "device": device_name(), "host": socket.gethostname()}
     base |= {"gpus": world}
     base |= {"height": args.height, "width": args.width, "dtype": dtype_name, "torch": torch.__version__}

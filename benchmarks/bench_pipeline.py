@@ -25,7 +25,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, append, commit, device_name, randomize_weights  # noqa: E402
+from benchmarks.common import RESULTS, append, commit, device_name, device_slug, randomize_weights  # noqa: E402
 from fast3r_ns.model import Fast3R, Fast3RConfig  # noqa: E402
 from fast3r_ns.predictor import Fast3RPredictor  # noqa: E402
 from fast3r_ns.process import ProcessConfig, process  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    out = args.out or RESULTS / f"pipeline_{device_name().split()[-1].lower()}.jsonl"
+    out = args.out or RESULTS / f"pipeline_{device_slug()}.jsonl"
     dtype = torch.bfloat16 if cuda else torch.float32
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +35,12 @@ def sync(device: str | torch.device) -> float:
 
 def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def device_slug() -> str:
+    """Short name for result files: "h100" for "NVIDIA H100 80GB HBM3", "h200", ..., "cpu"."""
+    words = device_name().lower().split()
+    return next((w for w in words if re.fullmatch(r"[a-z]+\d{2,}[a-z]*", w)), words[-1])
 
 
 def append(path: Path, record: dict) -> None:
