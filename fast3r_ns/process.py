@@ -194,19 +194,21 @@ def process(
             notes.append(device_note)
         timings["model"] = time.perf_counter() - tic
 
-        tic = time.perf_counter()
-        reconstruction, confidence_maps = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
-        timings["reconstruct"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
+        # The image copies need only the decoded sizes: they are written while the network runs.
+        sizes = [image.original_size for image in images]
+        with _ImageWriter(sources, sizes, staging, config.num_downscales, progress, config.skip_image_processing) as w:
+            tic = time.perf_counter()
+            reconstruction, confidence_maps = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
+            timings["reconstruct"] = time.perf_counter() - tic
+            tic = time.perf_counter()
+            w.wait()
+            timings["write images"] = time.perf_counter() - tic  # what was left after the reconstruction
         if config.skip_image_processing:
             file_paths = [str(s.path.absolute()) for s in sources]
             colmap_names = [s.path.absolute().relative_to(Path(config.data).absolute()).as_posix() for s in sources]
         else:
-            _write_images(sources, reconstruction, staging, config.num_downscales, progress)
             file_paths = [f"images/{s.output_name}" for s in sources]
             colmap_names = [s.output_name for s in sources]
-        timings["write images"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
         task = progress.add_task("Writing transforms.json, sparse_pc.ply and the COLMAP model", total=None)
@@ -458,20 +460,53 @@ def _write_one(source: _Source, size: tuple[int, int], staging: Path, num_downsc
         _save(small_image, staging / f"images_{factor}" / target.name)
 
 
-def _write_images(
-    sources: list[_Source], reconstruction: Reconstruction, staging: Path, num_downscales: int, progress: Progress
-) -> None:
-    """images/frame_XXXXX (RGB, EXIF applied; verbatim copies where nothing changes) and halved copies."""
-    for folder in ["images"] + [f"images_{2**level}" for level in range(1, num_downscales + 1)]:
-        (staging / folder).mkdir()
-    task = progress.add_task("Writing images", total=len(sources))
-    sizes = [tuple(int(v) for v in size) for size in reconstruction.image_sizes]
-    with ThreadPoolExecutor(max_workers=4) as pool, warnings.catch_warnings():
+class _ImageWriter:
+    """images/frame_XXXXX (RGB, EXIF applied; verbatim copies where nothing changes) and halved copies, written by
+    a thread pool in the background from ``__enter__`` on; ``wait()`` re-raises the first failure. Leaving the block
+    early (an error elsewhere) cancels what has not started."""
+
+    def __init__(
+        self,
+        sources: list[_Source],
+        sizes: list[tuple[int, int]],
+        staging: Path,
+        num_downscales: int,
+        progress: Progress,
+        skip: bool = False,
+    ) -> None:
+        self._args = (sources, [tuple(int(v) for v in size) for size in sizes], staging, num_downscales)
+        self._progress, self._skip = progress, skip
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: list = []
+
+    def __enter__(self) -> _ImageWriter:
+        if self._skip:
+            return self
+        sources, sizes, staging, num_downscales = self._args
+        for folder in ["images"] + [f"images_{2**level}" for level in range(1, num_downscales + 1)]:
+            (staging / folder).mkdir()
+        task = self._progress.add_task("Writing images", total=len(sources))
+
+        def write(source: _Source, size: tuple[int, int]) -> None:
+            _write_one(source, size, staging, num_downscales)
+            self._progress.advance(task)
+
+        # warning filters are process-wide: set once here (main thread), restored in __exit__
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        jobs = [pool.submit(_write_one, s, size, staging, num_downscales) for s, size in zip(sources, sizes)]
-        for job in jobs:
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fast3r-ns-images")
+        self._jobs = [self._pool.submit(write, s, size) for s, size in zip(sources, sizes)]
+        return self
+
+    def wait(self) -> None:
+        for job in self._jobs:
             job.result()
-            progress.advance(task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._warnings.__exit__(*exc_info)
 
 
 def _stages(reconstruction: Reconstruction, timings: dict[str, float]) -> dict[str, float]:

@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,23 @@ def test_overwrite_replaces_only_when_complete(tmp_path):
     run(tmp_path / "imgs", output, overwrite=True)
     assert not (output / "old.txt").exists() and (output / "transforms.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "out"]
+
+
+def test_image_copies_are_written_while_the_network_runs(tmp_path):
+    write_images(tmp_path / "imgs", [(64, 48)] * 6)
+    copies_seen = []
+
+    def slow_network(*args, **kwargs):  # returns once the copies exist (they must not wait for it)
+        deadline = time.monotonic() + 10
+        while len(copies := list(tmp_path.glob("**/images/frame_*"))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        copies_seen.append(len(copies))
+        return fake_reconstruct(*args, **kwargs)
+
+    config = ProcessConfig(data=tmp_path / "imgs", output_dir=tmp_path / "out", image_size=64, num_downscales=1)
+    process(config, console=Console(quiet=True), predictor=object(), reconstruct_fn=slow_network)
+    assert copies_seen == [6]
+    assert len(list((tmp_path / "out" / "images_2").iterdir())) == 6
 
 
 def test_skip_image_processing(tmp_path):
