@@ -99,6 +99,10 @@ class ReconstructOptions:
     """At most this many matches per view pair (the closest in 3-D). Default is 256."""
     refine_principal_point: bool = False
     """Also refine the principal points. Default is False."""
+    refine_distortion: bool = False
+    """Also refine one radial distortion coefficient k1 per camera (COLMAP's SIMPLE_RADIAL in the adjustment;
+    written as OpenCV k1 to transforms.json and the COLMAP model). For lenses with visible distortion; the dense
+    cloud stays undistorted (the pointmaps are). Default is False."""
     refine_points: bool = False
     """Let the track points move in the bundle adjustment too. Off, they stay at the pointmaps' 3-D positions and
     only the cameras move, which keeps the pointmaps' metric shape (free points let long narrow sequences bend:
@@ -198,6 +202,7 @@ def reconstruct_from_predictions(
         pose_notes=cameras.notes,
         focal_mode=options.focal_mode,
         tracks=points["tracks"],
+        distortion=None if refined is None else refined.distortion,
         refine_stats=refined.stats if refined is not None else {},
     )
 
@@ -391,6 +396,7 @@ class _Refined:
     tracks: Tracks  # refined track points; pixels in NETWORK coordinates
     original_pixel: np.ndarray  # [O, 2] the observations in original-image pixels
     stats: dict[str, float]
+    distortion: np.ndarray | None = None  # [V] refined radial k1 (None when not refined)
 
 
 def _refine(
@@ -424,6 +430,7 @@ def _refine(
     shared = bool(np.all(sizes == sizes[:1]) and np.all(cameras.intrinsics == cameras.intrinsics[:1]))
     bundle_options = BundleOptions(
         refine_principal_point=options.refine_principal_point,
+        refine_distortion=options.refine_distortion,
         refine_points=options.refine_points,
         shared_camera=shared and options.focal_mode != "per-view",
         max_reprojection_error=options.refine_max_error,
@@ -445,8 +452,14 @@ def _refine(
     cameras.intrinsics, cameras.cam_to_world = result.intrinsics, result.cam_to_world
     tracks.points = result.points
     ok = result.observation_ok & np.isfinite(result.points).all(-1)[tracks.track]
+    distortion = result.distortion if options.refine_distortion else None
     after = reprojection_errors(
-        result.intrinsics, result.cam_to_world, result.points[tracks.track][ok], tracks.view[ok], original[ok]
+        result.intrinsics,
+        result.cam_to_world,
+        result.points[tracks.track][ok],
+        tracks.view[ok],
+        original[ok],
+        distortion,
     )
     kept = tracks.select(ok)
     stats = {
@@ -458,7 +471,7 @@ def _refine(
         "reprojection_err_px_before": float(np.median(before)),
         "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
     }
-    return _Refined(kept, original[ok], stats)
+    return _Refined(kept, original[ok], stats, distortion)
 
 
 def _to_original(images: Sequence[PreparedImage], tracks: Tracks) -> np.ndarray:
