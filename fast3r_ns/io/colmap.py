@@ -2,7 +2,8 @@
 
 Each point becomes a 3D point whose track holds one observation: the image it was predicted from and its pixel
 there (a Point2D of that image), except the points of ``reconstruction.tracks`` (from ``--refine``), whose tracks
-hold all their observations. Cameras are PINHOLE (OPENCV with k1 where distortion was refined); one camera when all images share size and intrinsics.
+hold all their observations. Cameras are PINHOLE (OPENCV with k1 where distortion was refined); one camera when
+all images share size and intrinsics.
 """
 
 from __future__ import annotations
