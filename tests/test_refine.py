@@ -110,3 +110,14 @@ def test_refined_distortion_is_written_with_the_cameras(tmp_path) -> None:
     params = {image.image_id: model.camera(image.camera_id).params for image in model.images.values()}
     assert model.camera(1).model.name == "OPENCV"
     assert sorted(float(p[4]) for p in params.values()) == pytest.approx(sorted(rec.distortion.tolist()))
+
+
+def test_focal_groups_share_a_camera_only_within_the_tolerance() -> None:
+    from fast3r_ns.pipeline import _camera_groups
+
+    sizes = np.array([[640, 480]] * 4 + [[480, 640]])
+    focal = np.array([500.0, 505.0, 700.0, 502.0, 500.0])
+    intrinsics = np.stack([focal, focal, np.full(5, 320.0), np.full(5, 240.0)], axis=1)
+    group = _camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="grouped"))
+    assert group[0] == group[1] == group[3] and len(set(group.tolist())) == 3
+    assert len(set(_camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="per-view")).tolist())) == 5

@@ -82,7 +82,7 @@ def sample_view(
     min_score: float = float("-inf"),
 ) -> ViewSamples:
     """Regular grid subsample (about ``num_samples`` cells) of the confident, finite pixels of one view: the cell
-    centres, or with ``score`` (e.g. ``photometric.corner_score``) each cell's best pixel when it reaches
+    centres, or with ``score`` (e.g. a corner score) each cell's best pixel when it reaches
     ``min_score``."""
     height, width = confidence.shape
     stride = max(1, int(math.floor(math.sqrt(height * width / max(1, num_samples)))))
@@ -124,15 +124,16 @@ def _best_in_cells(
 
 def candidate_pairs(
     cam_to_world: np.ndarray,  # [V, 4, 4]
-    samples: Sequence[ViewSamples],
+    samples: Sequence[ViewSamples],  # or anything with .points [N, 3] (NaN rows ignored)
     neighbors: int,
 ) -> np.ndarray:
-    """[P, 2] view pairs (i < j): each view with its ``neighbors`` nearest views in (camera centre, mean point)."""
+    """[P, 2] view pairs (i < j): each view with its ``neighbors`` nearest views in (camera centre, median point)."""
     count = len(samples)
     if count < 2:
         return np.zeros((0, 2), dtype=np.int64)
     centers = cam_to_world[:, :3, 3]
-    looks = np.stack([np.median(s.points, axis=0) if len(s.points) else c for s, c in zip(samples, centers)])
+    finite = [s.points[np.isfinite(s.points).all(-1)] for s in samples]
+    looks = np.stack([np.median(f, axis=0) if len(f) else c for f, c in zip(finite, centers)])
     features = np.concatenate([centers, looks], axis=1)
     features = np.where(np.isfinite(features), features, 0.0)
     k = min(neighbors + 1, count)
@@ -199,32 +200,56 @@ def build_tracks(
         cols.append(b + offsets[j])
         distances.append(np.linalg.norm(samples[i].points[a] - samples[j].points[b], axis=-1))
     total = int(offsets[-1])
-    node_view = np.repeat(np.arange(count), np.diff(offsets))
     row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     order = np.argsort(np.concatenate(distances) if distances else np.zeros(0), kind="stable")
-    label = merge_consistent(row[order], col[order], node_view)
+    return tracks_from_matches(
+        np.repeat(np.arange(count), np.diff(offsets)),
+        np.concatenate([s.pixels for s in samples]) if total else np.zeros((0, 2)),
+        np.concatenate([s.points for s in samples]) if total else np.zeros((0, 3)),
+        np.concatenate([s.confidence for s in samples]) if total else np.zeros(0),
+        row[order],
+        col[order],
+        pairs,
+        pair_matches,
+        min_track_length,
+    )
+
+
+def tracks_from_matches(
+    node_view: np.ndarray,  # [N] int, view of each node (sample or keypoint)
+    node_pixel: np.ndarray,  # [N, 2] network pixels
+    node_point: np.ndarray,  # [N, 3] global pointmap at the node (NaN: not usable)
+    node_confidence: np.ndarray,  # [N]
+    first: np.ndarray,  # [M] node index, matches sorted best first
+    second: np.ndarray,  # [M] node index
+    pairs: np.ndarray,  # [P, 2] the view pairs that were matched
+    pair_matches: np.ndarray,  # [P] matches per pair
+    min_track_length: int = 2,
+) -> Tracks:
+    """Tracks by ``merge_consistent``; each starts at the confidence-weighted mean of its members' usable points
+    (NaN when none is usable)."""
+    label = merge_consistent(first, second, node_view)
     matched = np.flatnonzero(label >= 0)
     size = np.bincount(label[matched])
     nodes = matched[size[label[matched]] >= max(2, min_track_length)]
     nodes = nodes[np.argsort(label[nodes], kind="stable")]
     _, new_label = np.unique(label[nodes], return_inverse=True)
     track_offsets = np.concatenate([[0], np.cumsum(np.bincount(new_label))]).astype(np.int64)
-
-    all_pixels = np.concatenate([s.pixels for s in samples]) if total else np.zeros((0, 2))
-    all_points = np.concatenate([s.points for s in samples]) if total else np.zeros((0, 3))
-    all_conf = np.concatenate([s.confidence for s in samples]) if total else np.zeros(0)
-    weights = np.log(np.maximum(all_conf[nodes], 1.0 + 1e-6))
+    usable = np.isfinite(node_point[nodes]).all(-1)
+    weights = np.where(usable, np.log(np.maximum(node_confidence[nodes], 1.0 + 1e-6)), 0.0)
     sums = np.zeros((len(track_offsets) - 1, 3))
-    np.add.at(sums, new_label, weights[:, None] * all_points[nodes])
+    np.add.at(sums, new_label, weights[:, None] * np.where(usable[:, None], node_point[nodes], 0.0))
     totals = np.bincount(new_label, weights=weights, minlength=len(sums))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        points = sums / totals[:, None]
     return Tracks(
-        points=sums / totals[:, None],
+        points=np.where(totals[:, None] > 0, points, np.nan),
         offsets=track_offsets,
         view=node_view[nodes].astype(np.int64),
-        pixel=all_pixels[nodes],
-        source_point=all_points[nodes],
-        confidence=all_conf[nodes],
+        pixel=node_pixel[nodes],
+        source_point=node_point[nodes],
+        confidence=node_confidence[nodes],
         pairs=pairs,
         pair_matches=pair_matches,
     )
