@@ -17,7 +17,9 @@ import torch
 
 from .chunked import chunked_if_needed
 from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
+from .geometry.features import FeatureOptions, view_features
 from .geometry.focal import estimate_focal, focal_official
+from .geometry.matching import MatchOptions, match_tracks
 from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .geometry.pose import pnp_official, refine_reprojection, solve_poses
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
@@ -91,18 +93,39 @@ class ReconstructOptions:
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from the pointmaps
     (``fast3r_ns.refine``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
+    refine_tracks: Literal["pointmaps", "keypoints"] = "pointmaps"
+    """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
+    (``geometry.tracks``; they inherit each view's pointmap misplacement); "keypoints" (experimental): SIFT keypoints
+    of each network image matched by descriptor among the keypoints that the pointmaps predict nearby
+    (``geometry.matching``), with free track points; measured no better on the splat benchmark and unstable on
+    room_hard (docs/refine.md). Default is "pointmaps"."""
+    refine_features: int = 2048
+    """"keypoints": most SIFT keypoints per view. Default is 2048."""
+    refine_radius: float = 24.0
+    """"keypoints": search radius around the predicted position, network pixels. Default is 24.0."""
+    refine_focal: Literal["grouped", "per-view", "fixed"] = "grouped"
+    """Focal lengths in the bundle adjustment: "grouped" shares one focal among images of the same size whose
+    focal estimates agree within ``refine_focal_tolerance`` (one camera; with focal_mode "shared"/"official"
+    that is all images), "per-view" refines one per image, "fixed" keeps them. Default is "grouped"."""
+    refine_focal_tolerance: float = 0.02
+    """"grouped": relative focal difference below which images count as one camera. Default is 0.02."""
     refine_samples: int = 2048
-    """Grid samples per view that may become track observations. Default is 2048."""
+    """"pointmaps": grid samples per view that may become track observations. Default is 2048."""
     refine_neighbors: int = 10
     """Each view is matched with this many nearest views (camera centre and viewed points). Default is 10."""
     refine_pair_matches: int = 256
     """At most this many matches per view pair (the closest in 3-D). Default is 256."""
     refine_principal_point: bool = False
     """Also refine the principal points. Default is False."""
-    refine_points: bool = False
-    """Let the track points move in the bundle adjustment too. Off, they stay at the pointmaps' 3-D positions and
-    only the cameras move, which keeps the pointmaps' metric shape (free points let long narrow sequences bend:
-    measured 4x larger rotation errors on the synthetic arcs). Default is False."""
+    refine_distortion: bool = False
+    """Also refine one radial distortion coefficient k1 per camera (COLMAP's SIMPLE_RADIAL in the adjustment;
+    written as OpenCV k1 to transforms.json and the COLMAP model). For lenses with visible distortion; the dense
+    cloud stays undistorted (the pointmaps are). Default is False."""
+    refine_points: bool | None = None
+    """Let the track points move in the bundle adjustment (classic bundle adjustment). Off, they stay at the
+    pointmaps' 3-D positions and only the cameras move, which keeps the pointmaps' metric shape but also their
+    errors. None: free with "keypoints" tracks, constant with "pointmaps" tracks (free points on pointmap tracks
+    let long narrow sequences bend: measured 4x larger rotation errors on the synthetic arcs). Default is None."""
     refine_max_error: float = 4.0
     """Observations reprojecting farther than this (original-image pixels) are dropped between the rounds of the
     bundle adjustment. Default is 4.0."""
@@ -198,6 +221,7 @@ def reconstruct_from_predictions(
         pose_notes=cameras.notes,
         focal_mode=options.focal_mode,
         tracks=points["tracks"],
+        distortion=None if refined is None else refined.distortion,
         refine_stats=refined.stats if refined is not None else {},
     )
 
@@ -391,6 +415,7 @@ class _Refined:
     tracks: Tracks  # refined track points; pixels in NETWORK coordinates
     original_pixel: np.ndarray  # [O, 2] the observations in original-image pixels
     stats: dict[str, float]
+    distortion: np.ndarray | None = None  # [V] refined radial k1 (None when not refined)
 
 
 def _refine(
@@ -400,32 +425,30 @@ def _refine(
     options: ReconstructOptions,
     progress: Progress | None,
 ) -> _Refined:
-    """Tracks from the pointmaps, bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
+    """Tracks (keypoints or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
     start = time.perf_counter()
     if progress:
-        progress(f"refine: tracks over {len(images)} views")
-    global_maps = [_first(p["pts3d_in_other_view"]) for p in predictions]
-    samples = [
-        sample_view(points, _first(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence)
-        for points, p in zip(global_maps, predictions)
-    ]
-    tracks = build_tracks(
-        samples, cameras.cam_to_world, neighbors=options.refine_neighbors, max_pair_matches=options.refine_pair_matches
-    )
-    tracks.pixel = subpixel_observations(tracks, global_maps)
-    tracks = tracks.select(np.isfinite(tracks.pixel).all(-1))
+        progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
+    if options.refine_tracks == "keypoints":
+        tracks, feature_seconds = _keypoint_tracks(images, predictions, cameras, options)
+    elif options.refine_tracks == "pointmaps":
+        tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
+    else:
+        raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
     original = _to_original(images, tracks)
     track_seconds = time.perf_counter() - start
     if progress:
         progress(f"refine: bundle adjustment of {tracks.num_tracks} tracks ({len(tracks.view)} observations)")
     sizes = np.array([image.original_size for image in images])
-    shared = bool(np.all(sizes == sizes[:1]) and np.all(cameras.intrinsics == cameras.intrinsics[:1]))
+    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks == "keypoints"
     bundle_options = BundleOptions(
+        refine_focal=options.refine_focal != "fixed",
         refine_principal_point=options.refine_principal_point,
-        refine_points=options.refine_points,
-        shared_camera=shared and options.focal_mode != "per-view",
+        refine_distortion=options.refine_distortion,
+        refine_points=free_points,
+        camera_groups=_camera_groups(sizes, cameras.intrinsics, options),
         max_reprojection_error=options.refine_max_error,
         max_iterations=options.refine_iterations,
         num_threads=options.refine_threads,
@@ -445,12 +468,19 @@ def _refine(
     cameras.intrinsics, cameras.cam_to_world = result.intrinsics, result.cam_to_world
     tracks.points = result.points
     ok = result.observation_ok & np.isfinite(result.points).all(-1)[tracks.track]
+    distortion = result.distortion if options.refine_distortion else None
     after = reprojection_errors(
-        result.intrinsics, result.cam_to_world, result.points[tracks.track][ok], tracks.view[ok], original[ok]
+        result.intrinsics,
+        result.cam_to_world,
+        result.points[tracks.track][ok],
+        tracks.view[ok],
+        original[ok],
+        distortion,
     )
     kept = tracks.select(ok)
     stats = {
         "tracks_seconds": track_seconds,
+        "features_seconds": feature_seconds,
         **result.stats,
         "candidate_pairs": float(len(tracks.pairs)),
         "tracks": float(tracks.num_tracks),
@@ -458,7 +488,71 @@ def _refine(
         "reprojection_err_px_before": float(np.median(before)),
         "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
     }
-    return _Refined(kept, original[ok], stats)
+    return _Refined(kept, original[ok], stats, distortion)
+
+
+def _keypoint_tracks(
+    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
+) -> tuple[Tracks, float]:
+    """Tracks of SIFT keypoints matched under the pointmaps' guidance (``geometry.matching``), and the seconds
+    spent extracting features."""
+    start = time.perf_counter()
+    features = view_features(
+        [image.tensor for image in images],
+        [_first(p["pts3d_in_other_view"]) for p in predictions],
+        [_first(p["conf"]) for p in predictions],
+        FeatureOptions(max_features=options.refine_features),
+        options.conf_percentile,
+        options.min_confidence,
+    )
+    feature_seconds = time.perf_counter() - start
+    network = np.stack(
+        [
+            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
+            for camera, image in zip(cameras.intrinsics, images)
+        ]
+    )
+    tracks = match_tracks(
+        features, network, cameras.cam_to_world, options.refine_neighbors, MatchOptions(radius=options.refine_radius)
+    )
+    return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track]), feature_seconds
+
+
+def _pointmap_tracks(predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions) -> Tracks:
+    """Tracks of grid pixels whose global points coincide, moved to sub-pixel positions (``geometry.tracks``)."""
+    global_maps = [_first(p["pts3d_in_other_view"]) for p in predictions]
+    samples = [
+        sample_view(points, _first(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence)
+        for points, p in zip(global_maps, predictions)
+    ]
+    tracks = build_tracks(
+        samples, cameras.cam_to_world, neighbors=options.refine_neighbors, max_pair_matches=options.refine_pair_matches
+    )
+    tracks.pixel = subpixel_observations(tracks, global_maps)
+    return tracks.select(np.isfinite(tracks.pixel).all(-1))
+
+
+def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: ReconstructOptions) -> np.ndarray:
+    """[V] camera of each image in the bundle adjustment (see ``refine_focal``)."""
+    count = len(sizes)
+    if options.refine_focal != "grouped":
+        return np.arange(count)
+    if options.focal_mode != "per-view" and np.all(sizes == sizes[:1]) and np.all(intrinsics == intrinsics[:1]):
+        return np.zeros(count, dtype=np.int64)
+    # Same size, focal within the tolerance of the group's smallest: sorted, a new group starts at each gap.
+    group = np.empty(count, dtype=np.int64)
+    next_group = 0
+    _, size_index = np.unique(sizes, axis=0, return_inverse=True)
+    for size in np.unique(size_index):
+        members = np.flatnonzero(size_index.reshape(-1) == size)
+        members = members[np.argsort(intrinsics[members, 0], kind="stable")]
+        first = intrinsics[members[0], 0]
+        for member in members:
+            if intrinsics[member, 0] > first * (1.0 + options.refine_focal_tolerance):
+                next_group, first = next_group + 1, intrinsics[member, 0]
+            group[member] = next_group
+        next_group += 1
+    return group
 
 
 def _to_original(images: Sequence[PreparedImage], tracks: Tracks) -> np.ndarray:

@@ -75,6 +75,9 @@ class ProcessConfig:
     refine: bool = False
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from Fast3R's own
     pointmaps; slower, off by default."""
+    refine_distortion: bool = False
+    """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
+    and the COLMAP model; for lenses with visible distortion."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
@@ -416,6 +419,7 @@ def _reconstruct(
             "max_points": config.max_points,
             "device": config.device,
             "refine": config.refine,
+            "refine_distortion": config.refine_distortion,
         }
         options = ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
     else:

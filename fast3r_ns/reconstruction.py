@@ -50,6 +50,7 @@ class Reconstruction:
     pose_notes: list[str] = field(default_factory=list)  # [N] why a pose is not trusted ("" where pose_ok)
     focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
     tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
+    distortion: np.ndarray | None = None  # [N] float64, radial k1 (OpenCV model) where refined, None = pinhole
     refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
     chunk_report: list[dict] = field(default_factory=list)  # per pass when chunked (fast3r_ns.chunked.ChunkFit)
 

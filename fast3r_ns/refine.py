@@ -31,6 +31,9 @@ class BundleOptions:
     """Add and refine one radial distortion coefficient per camera (SIMPLE_RADIAL). Default is False."""
     shared_camera: bool = False
     """One camera for all images (refines one focal). Default is False."""
+    camera_groups: np.ndarray | None = None
+    """[V] int: images with the same group share one camera (one focal; overrides ``shared_camera``); None: one
+    camera per image. Default is None."""
     refine_points: bool = False
     """Let the track points move too (classic bundle adjustment). Off, they stay at the pointmaps' 3-D positions and
     only the cameras move: the pointmaps' metric shape then pins down what reprojections alone leave weak (a
@@ -58,6 +61,13 @@ class BundleResult:
     observation_ok: np.ndarray  # [O] bool, observations kept after outlier rejection
     stats: dict[str, float] = field(default_factory=dict)
     reports: list[str] = field(default_factory=list)  # Ceres' brief report of each round
+
+
+def _camera_groups(options: BundleOptions, count: int) -> np.ndarray:
+    """[V] camera index (0-based, consecutive) of each image."""
+    if options.camera_groups is not None:
+        return np.unique(np.asarray(options.camera_groups), return_inverse=True)[1].reshape(-1)
+    return np.zeros(count, dtype=np.int64) if options.shared_camera else np.arange(count)
 
 
 def reprojection_errors(
@@ -100,11 +110,14 @@ def bundle_adjust(
     count = len(cam_to_world)
     model = pycolmap.Reconstruction()
     model_name = "SIMPLE_RADIAL" if options.refine_distortion else "SIMPLE_PINHOLE"
-    for index in range(1 if options.shared_camera else count):
-        width, height = (int(v) for v in image_sizes[index])
-        fx, fy, cx, cy = (float(v) for v in intrinsics[index])
-        camera = pycolmap.Camera.create_from_model_name(index + 1, model_name, 0.5 * (fx + fy), width, height)
-        camera.params = [0.5 * (fx + fy), cx, cy] + ([0.0] if options.refine_distortion else [])
+    group = _camera_groups(options, count)  # [V] camera index of each image
+    for index in range(int(group.max()) + 1):
+        members = np.flatnonzero(group == index)
+        width, height = (int(v) for v in image_sizes[members[0]])
+        focal = float(np.median(intrinsics[members, :2]))
+        cx, cy = (float(v) for v in intrinsics[members[0], 2:])
+        camera = pycolmap.Camera.create_from_model_name(index + 1, model_name, focal, width, height)
+        camera.params = [focal, cx, cy] + ([0.0] if options.refine_distortion else [])
         model.add_camera_with_trivial_rig(camera)
 
     order = np.argsort(view, kind="stable")
@@ -117,7 +130,7 @@ def bundle_adjust(
         image = pycolmap.Image(
             name=f"{index}",
             keypoints=np.ascontiguousarray(pixel[rows], dtype=np.float64).reshape(-1, 2),
-            camera_id=1 if options.shared_camera else index + 1,
+            camera_id=int(group[index]) + 1,
             image_id=index + 1,
         )
         model.add_image_with_trivial_frame(image, pycolmap.Rigid3d(world_to_cam[index, :3, :4]))
@@ -163,7 +176,7 @@ def bundle_adjust(
     refined_intrinsics = np.array(intrinsics, dtype=np.float64, copy=True)
     distortion = np.zeros(count)
     for index in range(count):
-        camera = model.camera(1 if options.shared_camera else index + 1)
+        camera = model.camera(int(group[index]) + 1)
         params = np.asarray(camera.params, dtype=np.float64)
         refined_intrinsics[index] = [params[0], params[0], params[1], params[2]]
         if options.refine_distortion:

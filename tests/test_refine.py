@@ -86,3 +86,38 @@ def test_process_writes_refined_cameras_and_colmap_tracks(tmp_path) -> None:
     lengths = [point.track.length() for point in model.points3D.values()]
     assert sum(length >= 2 for length in lengths) == rec.tracks.num_tracks
     assert model.compute_mean_reprojection_error() < 2.0
+
+
+def test_refined_distortion_is_written_with_the_cameras(tmp_path) -> None:
+    scene = make_scene(6, image_size=(160, 120), arc_degrees=60, seed=2)
+    paths = scene.write_images(tmp_path / "imgs")
+    predictor = OraclePredictor(scene, load_images(paths, size=128), **VIEW_ERRORS, seed=3)
+    config = ProcessConfig(
+        data=tmp_path / "imgs",
+        output_dir=tmp_path / "out",
+        image_size=128,
+        num_downscales=0,
+        refine=True,
+        refine_distortion=True,
+    )
+    rec = process(config, console=Console(quiet=True), predictor=predictor).reconstruction
+    # Pinhole scene: the refined k1 stays small (it absorbs some of the 3 % focal noise), both outputs carry it.
+    assert rec.distortion is not None and len(rec.distortion) == 6
+    assert np.all(np.abs(rec.distortion) < 0.05) and np.any(rec.distortion != 0)
+    meta = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    assert [frame["k1"] for frame in meta["frames"]] == pytest.approx(rec.distortion.tolist())
+    model = pycolmap.Reconstruction(str(tmp_path / "out" / "colmap/sparse/0"))
+    params = {image.image_id: model.camera(image.camera_id).params for image in model.images.values()}
+    assert model.camera(1).model.name == "OPENCV"
+    assert sorted(float(p[4]) for p in params.values()) == pytest.approx(sorted(rec.distortion.tolist()))
+
+
+def test_focal_groups_share_a_camera_only_within_the_tolerance() -> None:
+    from fast3r_ns.pipeline import _camera_groups
+
+    sizes = np.array([[640, 480]] * 4 + [[480, 640]])
+    focal = np.array([500.0, 505.0, 700.0, 502.0, 500.0])
+    intrinsics = np.stack([focal, focal, np.full(5, 320.0), np.full(5, 240.0)], axis=1)
+    group = _camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="grouped"))
+    assert group[0] == group[1] == group[3] and len(set(group.tolist())) == 3
+    assert len(set(_camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="per-view")).tolist())) == 5

@@ -78,10 +78,16 @@ def sample_view(
     num_samples: int,
     conf_percentile: float = 10.0,
     min_confidence: float = 1.5,
+    score: torch.Tensor | None = None,  # [H, W]
+    min_score: float = float("-inf"),
 ) -> ViewSamples:
-    """Regular grid subsample (about ``num_samples`` cells) of the confident, finite pixels of one view."""
+    """Regular grid subsample (about ``num_samples`` cells) of the confident, finite pixels of one view: the cell
+    centres, or with ``score`` (e.g. a corner score) each cell's best pixel when it reaches
+    ``min_score``."""
     height, width = confidence.shape
     stride = max(1, int(math.floor(math.sqrt(height * width / max(1, num_samples)))))
+    if score is not None:
+        return _best_in_cells(points, confidence, stride, conf_percentile, min_confidence, score, min_score)
     rows = torch.arange(stride // 2, height, stride)
     cols = torch.arange(stride // 2, width, stride)
     grid_points = points[rows][:, cols].reshape(-1, 3).double().cpu()
@@ -92,17 +98,42 @@ def sample_view(
     return ViewSamples(pixels.numpy(), grid_points[keep].numpy(), grid_conf[keep].numpy(), stride)
 
 
+def _best_in_cells(
+    points: torch.Tensor,
+    confidence: torch.Tensor,
+    stride: int,
+    conf_percentile: float,
+    min_confidence: float,
+    score: torch.Tensor,
+    min_score: float,
+) -> ViewSamples:
+    height, width = confidence.shape
+    conf = confidence.double().cpu()
+    valid = confidence_mask(conf[None], conf_percentile, min_confidence)[0] & torch.isfinite(points.cpu()).all(-1)
+    valid &= score.cpu() >= min_score
+    rows, cols = height // stride, width // stride
+    masked = torch.where(valid, score.cpu().double(), float("-inf"))[: rows * stride, : cols * stride]
+    cells = masked.reshape(rows, stride, cols, stride).permute(0, 2, 1, 3).reshape(rows, cols, -1)
+    best_value, best = cells.max(-1)
+    cell_y, cell_x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    y = (cell_y * stride + best // stride)[torch.isfinite(best_value)]
+    x = (cell_x * stride + best % stride)[torch.isfinite(best_value)]
+    pixels = torch.stack([x.double() + 0.5, y.double() + 0.5], dim=-1)
+    return ViewSamples(pixels.numpy(), points[y, x].double().cpu().numpy(), conf[y, x].numpy(), stride)
+
+
 def candidate_pairs(
     cam_to_world: np.ndarray,  # [V, 4, 4]
-    samples: Sequence[ViewSamples],
+    samples: Sequence[ViewSamples],  # or anything with .points [N, 3] (NaN rows ignored)
     neighbors: int,
 ) -> np.ndarray:
-    """[P, 2] view pairs (i < j): each view with its ``neighbors`` nearest views in (camera centre, mean point)."""
+    """[P, 2] view pairs (i < j): each view with its ``neighbors`` nearest views in (camera centre, median point)."""
     count = len(samples)
     if count < 2:
         return np.zeros((0, 2), dtype=np.int64)
     centers = cam_to_world[:, :3, 3]
-    looks = np.stack([np.median(s.points, axis=0) if len(s.points) else c for s, c in zip(samples, centers)])
+    finite = [s.points[np.isfinite(s.points).all(-1)] for s in samples]
+    looks = np.stack([np.median(f, axis=0) if len(f) else c for f, c in zip(finite, centers)])
     features = np.concatenate([centers, looks], axis=1)
     features = np.where(np.isfinite(features), features, 0.0)
     k = min(neighbors + 1, count)
@@ -169,32 +200,56 @@ def build_tracks(
         cols.append(b + offsets[j])
         distances.append(np.linalg.norm(samples[i].points[a] - samples[j].points[b], axis=-1))
     total = int(offsets[-1])
-    node_view = np.repeat(np.arange(count), np.diff(offsets))
     row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     order = np.argsort(np.concatenate(distances) if distances else np.zeros(0), kind="stable")
-    label = merge_consistent(row[order], col[order], node_view)
+    return tracks_from_matches(
+        np.repeat(np.arange(count), np.diff(offsets)),
+        np.concatenate([s.pixels for s in samples]) if total else np.zeros((0, 2)),
+        np.concatenate([s.points for s in samples]) if total else np.zeros((0, 3)),
+        np.concatenate([s.confidence for s in samples]) if total else np.zeros(0),
+        row[order],
+        col[order],
+        pairs,
+        pair_matches,
+        min_track_length,
+    )
+
+
+def tracks_from_matches(
+    node_view: np.ndarray,  # [N] int, view of each node (sample or keypoint)
+    node_pixel: np.ndarray,  # [N, 2] network pixels
+    node_point: np.ndarray,  # [N, 3] global pointmap at the node (NaN: not usable)
+    node_confidence: np.ndarray,  # [N]
+    first: np.ndarray,  # [M] node index, matches sorted best first
+    second: np.ndarray,  # [M] node index
+    pairs: np.ndarray,  # [P, 2] the view pairs that were matched
+    pair_matches: np.ndarray,  # [P] matches per pair
+    min_track_length: int = 2,
+) -> Tracks:
+    """Tracks by ``merge_consistent``; each starts at the confidence-weighted mean of its members' usable points
+    (NaN when none is usable)."""
+    label = merge_consistent(first, second, node_view)
     matched = np.flatnonzero(label >= 0)
     size = np.bincount(label[matched])
     nodes = matched[size[label[matched]] >= max(2, min_track_length)]
     nodes = nodes[np.argsort(label[nodes], kind="stable")]
     _, new_label = np.unique(label[nodes], return_inverse=True)
     track_offsets = np.concatenate([[0], np.cumsum(np.bincount(new_label))]).astype(np.int64)
-
-    all_pixels = np.concatenate([s.pixels for s in samples]) if total else np.zeros((0, 2))
-    all_points = np.concatenate([s.points for s in samples]) if total else np.zeros((0, 3))
-    all_conf = np.concatenate([s.confidence for s in samples]) if total else np.zeros(0)
-    weights = np.log(np.maximum(all_conf[nodes], 1.0 + 1e-6))
+    usable = np.isfinite(node_point[nodes]).all(-1)
+    weights = np.where(usable, np.log(np.maximum(node_confidence[nodes], 1.0 + 1e-6)), 0.0)
     sums = np.zeros((len(track_offsets) - 1, 3))
-    np.add.at(sums, new_label, weights[:, None] * all_points[nodes])
+    np.add.at(sums, new_label, weights[:, None] * np.where(usable[:, None], node_point[nodes], 0.0))
     totals = np.bincount(new_label, weights=weights, minlength=len(sums))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        points = sums / totals[:, None]
     return Tracks(
-        points=sums / totals[:, None],
+        points=np.where(totals[:, None] > 0, points, np.nan),
         offsets=track_offsets,
         view=node_view[nodes].astype(np.int64),
-        pixel=all_pixels[nodes],
-        source_point=all_points[nodes],
-        confidence=all_conf[nodes],
+        pixel=node_pixel[nodes],
+        source_point=node_point[nodes],
+        confidence=node_confidence[nodes],
         pairs=pairs,
         pair_matches=pair_matches,
     )
@@ -251,41 +306,65 @@ def subpixel_observations(
     target = tracks.points[tracks.track]
     order = np.argsort(tracks.view, kind="stable")
     bounds = np.searchsorted(tracks.view[order], np.arange(len(pointmaps) + 1))
-    offsets = torch.arange(-window, window + 1, dtype=torch.float64)
-    ramp_norm = float((offsets**2).sum()) * (2 * window + 1)
     for view, pointmap in enumerate(pointmaps):
         rows = order[bounds[view] : bounds[view + 1]]
         if not len(rows):
             continue
-        grid = pointmap.double().cpu()
-        height, width = grid.shape[:2]
-        pixel = tracks.pixel[rows]
-        col = np.clip(np.floor(pixel[:, 0]).astype(np.int64), window, width - 1 - window)
-        row = np.clip(np.floor(pixel[:, 1]).astype(np.int64), window, height - 1 - window)
-        index_y = torch.from_numpy(row)[:, None, None] + offsets.long()[None, :, None]
-        index_x = torch.from_numpy(col)[:, None, None] + offsets.long()[None, None, :]
-        patch = grid[index_y, index_x]  # [n, K, K, 3]
-        mean = patch.mean(dim=(1, 2))
-        d_x = (patch * offsets[None, None, :, None]).sum(dim=(1, 2)) / ramp_norm  # [n, 3] dX/dx
-        d_y = (patch * offsets[None, :, None, None]).sum(dim=(1, 2)) / ramp_norm
-        jacobian = torch.stack([d_x, d_y], dim=-1)  # [n, 3, 2]
-        normal = jacobian.transpose(1, 2) @ jacobian
-        residual = torch.from_numpy(target[rows]) - mean
-        rhs = (jacobian.transpose(1, 2) @ residual[..., None])[..., 0]
+        mean, jacobian, centre = local_affine(pointmap, tracks.pixel[rows], window)
+        normal = np.einsum("nki,nkj->nij", jacobian, jacobian)
+        rhs = np.einsum("nki,nk->ni", jacobian, target[rows] - mean)
         det = normal[:, 0, 0] * normal[:, 1, 1] - normal[:, 0, 1] ** 2
-        shift = (
-            torch.stack(
-                [
-                    normal[:, 1, 1] * rhs[:, 0] - normal[:, 0, 1] * rhs[:, 1],
-                    normal[:, 0, 0] * rhs[:, 1] - normal[:, 0, 1] * rhs[:, 0],
-                ],
-                dim=-1,
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = (
+                np.stack(
+                    [
+                        normal[:, 1, 1] * rhs[:, 0] - normal[:, 0, 1] * rhs[:, 1],
+                        normal[:, 0, 0] * rhs[:, 1] - normal[:, 0, 1] * rhs[:, 0],
+                    ],
+                    axis=-1,
+                )
+                / det[:, None]
             )
-            / det[:, None]
-        )
-        centre = np.stack([col + 0.5, row + 0.5], axis=-1)
-        moved = centre + shift.numpy()
-        bad = ~np.isfinite(moved).all(-1) | (np.abs(moved - pixel).max(-1) > limit)
+        moved = centre + shift
+        bad = ~np.isfinite(moved).all(-1) | (np.abs(moved - tracks.pixel[rows]).max(-1) > limit)
         moved[bad] = np.nan
         out[rows] = moved
     return out
+
+
+def local_affine(
+    pointmap: torch.Tensor,  # [H, W, 3]
+    pixel: np.ndarray,  # [n, 2] continuous network pixels
+    window: int = 4,
+    robust: bool = False,
+    iterations: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Affine fit X(centre + d) ~ mean + jacobian d of a pointmap over the (2 window + 1)^2 pixels around each
+    pixel's cell (moved inside the image). Returns mean [n, 3], jacobian [n, 3, 2] (per network pixel) and the
+    window centre [n, 2]. Plain least squares is a box mean and two ramp filters; ``robust`` reweights
+    (Cauchy, scale from the median residual) so outliers of the pointmap do not tilt the fit."""
+    grid = pointmap.double().cpu()
+    height, width = grid.shape[:2]
+    offsets = torch.arange(-window, window + 1, dtype=torch.float64)
+    col = np.clip(np.floor(pixel[:, 0]).astype(np.int64), window, width - 1 - window)
+    row = np.clip(np.floor(pixel[:, 1]).astype(np.int64), window, height - 1 - window)
+    index_y = torch.from_numpy(row)[:, None, None] + offsets.long()[None, :, None]
+    index_x = torch.from_numpy(col)[:, None, None] + offsets.long()[None, None, :]
+    patch = grid[index_y, index_x].reshape(len(pixel), -1, 3)  # [n, K*K, 3]
+    ys, xs = torch.meshgrid(offsets, offsets, indexing="ij")
+    design = torch.stack([torch.ones_like(xs), xs, ys], dim=-1).reshape(-1, 3)  # [K*K, 3]
+    finite = torch.isfinite(patch).all(-1)
+    weights = finite.double()
+    patch = torch.where(finite[..., None], patch, 0.0)
+    for step in range(iterations if robust else 1):
+        weighted = design[None] * weights[..., None]  # [n, K*K, 3]
+        normal = weighted.transpose(1, 2) @ design[None]
+        coef = torch.linalg.solve_ex(normal, weighted.transpose(1, 2) @ patch)[0]  # [n, 3, 3]
+        if step + 1 < iterations and robust:
+            residual = (patch - design[None] @ coef).norm(dim=-1)
+            scale = 2.0 * residual.median(dim=-1, keepdim=True).values.clamp(min=1e-12)
+            weights = finite / (1.0 + (residual / scale) ** 2)
+    if not robust:
+        coef[~finite.all(-1)] = float("nan")  # plain fits need the whole window
+    centre = np.stack([col + 0.5, row + 0.5], axis=-1)
+    return coef[:, 0].numpy(), coef[:, 1:].transpose(1, 2).numpy(), centre

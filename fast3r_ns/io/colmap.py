@@ -2,7 +2,8 @@
 
 Each point becomes a 3D point whose track holds one observation: the image it was predicted from and its pixel
 there (a Point2D of that image), except the points of ``reconstruction.tracks`` (from ``--refine``), whose tracks
-hold all their observations. Cameras are PINHOLE; one camera when all images share size and intrinsics.
+hold all their observations. Cameras are PINHOLE (OPENCV with k1 where distortion was refined); one camera when
+all images share size and intrinsics.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ def build_colmap_model(reconstruction: Reconstruction, image_names: list[str]): 
     for index in range(1 if shared else reconstruction.num_images):
         width, height = (int(v) for v in reconstruction.image_sizes[index])
         fx, fy, cx, cy = (float(v) for v in reconstruction.intrinsics[index])
-        camera = pycolmap.Camera.create_from_model_name(index + 1, "PINHOLE", fx, width, height)
-        camera.params = [fx, fy, cx, cy]
+        if reconstruction.distortion is None:
+            camera = pycolmap.Camera.create_from_model_name(index + 1, "PINHOLE", fx, width, height)
+            camera.params = [fx, fy, cx, cy]
+        else:
+            camera = pycolmap.Camera.create_from_model_name(index + 1, "OPENCV", fx, width, height)
+            camera.params = [fx, fy, cx, cy, float(reconstruction.distortion[index]), 0.0, 0.0, 0.0]
         model.add_camera_with_trivial_rig(camera)
 
     # Observations: one per point, or a point's whole track; sorted by image to number each image's Point2Ds.

@@ -31,11 +31,13 @@ def nerfstudio_points(points: np.ndarray) -> np.ndarray:
 def shares_one_camera(reconstruction: Reconstruction) -> bool:
     """True when every image has the same size and intrinsics, so one camera describes them all."""
     sizes, intrinsics = reconstruction.image_sizes, reconstruction.intrinsics
-    return bool(np.all(sizes == sizes[:1]) and np.all(intrinsics == intrinsics[:1]))
+    distortion = reconstruction.distortion
+    same_k1 = distortion is None or bool(np.all(distortion == distortion[:1]))
+    return bool(np.all(sizes == sizes[:1]) and np.all(intrinsics == intrinsics[:1])) and same_k1
 
 
-def camera_params(width: int, height: int, intrinsics: np.ndarray) -> dict[str, Any]:
-    """nerfstudio's per-camera keys for a pinhole camera: OPENCV with zero distortion, as colmap_to_json writes."""
+def camera_params(width: int, height: int, intrinsics: np.ndarray, k1: float = 0.0) -> dict[str, Any]:
+    """nerfstudio's per-camera keys: OPENCV with zero distortion (or radial ``k1``), as colmap_to_json writes."""
     fx, fy, cx, cy = (float(v) for v in intrinsics)
     return {
         "w": int(width),
@@ -44,7 +46,7 @@ def camera_params(width: int, height: int, intrinsics: np.ndarray) -> dict[str, 
         "fl_y": fy,
         "cx": cx,
         "cy": cy,
-        "k1": 0.0,
+        "k1": float(k1),
         "k2": 0.0,
         "p1": 0.0,
         "p2": 0.0,
@@ -69,7 +71,7 @@ def transforms_dict(
     shared = shares_one_camera(reconstruction)
     out: dict[str, Any] = {}
     if shared:
-        out.update(camera_params(*reconstruction.image_sizes[0], reconstruction.intrinsics[0]))
+        out.update(camera_params(*reconstruction.image_sizes[0], reconstruction.intrinsics[0], _k1(reconstruction, 0)))
     matrices = nerfstudio_cam_to_world(reconstruction.cam_to_world)
     frames = []
     for index, file_path in enumerate(file_paths):
@@ -83,12 +85,20 @@ def transforms_dict(
         if not bool(reconstruction.pose_ok[index]):
             frame["pose_ok"] = False
         if not shared:
-            frame.update(camera_params(*reconstruction.image_sizes[index], reconstruction.intrinsics[index]))
+            frame.update(
+                camera_params(
+                    *reconstruction.image_sizes[index], reconstruction.intrinsics[index], _k1(reconstruction, index)
+                )
+            )
         frames.append(frame)
     out["frames"] = frames
     out["applied_transform"] = APPLIED_TRANSFORM.tolist()
     out["ply_file_path"] = ply_file_path
     return out
+
+
+def _k1(reconstruction: Reconstruction, index: int) -> float:
+    return 0.0 if reconstruction.distortion is None else float(reconstruction.distortion[index])
 
 
 def write_transforms(path: str | Path, content: dict[str, Any]) -> Path:
