@@ -84,11 +84,18 @@ def append(path: str | Path, record: dict) -> None:
 
 def with_baseline(records: list[dict]) -> list[dict]:
     """Each record gets baseline "gt_cameras": the psnr of the ground-truth run of its scene with the same steps
-    (the 'gt' variant without camera optimisation), and psnr_gap_db = baseline_psnr - psnr."""
+    (the 'gt' variant without camera optimisation), and psnr_gap_db = baseline_psnr - psnr; a refined run also gets
+    gap_closed_frac = (psnr - psnr_before_refine) / (baseline_psnr - psnr_before_refine)."""
     baselines = {
         (r["scene"], r.get("steps")): r
         for r in records
         if r.get("variant") == "gt" and r.get("camera_opt", "off") == "off" and "psnr" in r
+    }
+    # a "<variant>_refined" run is also compared with "<variant>" (same scene and steps, no camera optimisation)
+    unrefined = {
+        (r["scene"], r.get("steps"), r["variant"] + "_refined"): r
+        for r in records
+        if r.get("camera_opt", "off") == "off" and "psnr" in r and "variant" in r
     }
     out = []
     for record in records:
@@ -99,6 +106,12 @@ def with_baseline(records: list[dict]) -> list[dict]:
             record["baseline_psnr"] = base["psnr"]
             record["baseline_ssim"] = base.get("ssim")
             record["psnr_gap_db"] = round(base["psnr"] - record["psnr"], 4)
+            before = unrefined.get((record.get("scene"), record.get("steps"), str(record.get("variant"))))
+            if before is not None and base["psnr"] != before["psnr"]:
+                record["psnr_before_refine"] = before["psnr"]
+                record["gap_closed_frac"] = round(
+                    (record["psnr"] - before["psnr"]) / (base["psnr"] - before["psnr"]), 4
+                )
         out.append(record)
     return out
 
