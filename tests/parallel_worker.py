@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,14 @@ def same_size_views(tiny: Path) -> list[torch.Tensor]:
     return base + [v.flip(-1) for v in base] + [v.flip(-2) for v in base]
 
 
-def run(rank: int, world_size: int, port: int, tiny: str, out: str) -> None:
+def run(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -> None:
     from fast3r_ns.distributed import DistributedFast3RPredictor, serve
     from fast3r_ns.model import Fast3R
     from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
 
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # a file rendezvous: no TCP port to race for with other processes on the machine
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     tiny = Path(tiny)
     model = Fast3R.from_pretrained(tiny / "model").eval()
     results = {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -25,11 +23,9 @@ def test_split_views_balances_tokens() -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(tiny_dir, tmp_path_factory):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    out = tmp_path_factory.mktemp("parallel") / "rank0.pt"
-    mp.spawn(run, args=(2, port, str(tiny_dir), str(out)), nprocs=2, join=True)
+    folder = tmp_path_factory.mktemp("parallel")
+    out = folder / "rank0.pt"
+    mp.spawn(run, args=(2, str(folder / "rendezvous"), str(tiny_dir), str(out)), nprocs=2, join=True)
     return torch.load(out), torch.load(f"{out}.rank1")
 
 
