@@ -93,12 +93,16 @@ class ReconstructOptions:
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from the pointmaps
     (``fast3r_ns.refine``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
-    refine_tracks: Literal["pointmaps", "keypoints"] = "pointmaps"
+    refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "pointmaps"
     """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
     (``geometry.tracks``; they inherit each view's pointmap misplacement); "keypoints" (experimental): SIFT keypoints
     of each network image matched by descriptor among the keypoints that the pointmaps predict nearby
     (``geometry.matching``), with free track points; measured no better on the splat benchmark and unstable on
-    room_hard (docs/refine.md). Default is "pointmaps"."""
+    room_hard (docs/refine.md); "flow" (experimental): DIS optical flow of each candidate pair started from the
+    pointmaps' prediction, kept where forward and backward flows agree (``geometry.flow``; needs OpenCV), with free
+    track points. Default is "pointmaps"."""
+    refine_flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    """"flow": DIS optical flow preset. Default is "medium"."""
     refine_features: int = 2048
     """"keypoints": most SIFT keypoints per view. Default is 2048."""
     refine_radius: float = 24.0
@@ -433,6 +437,8 @@ def _refine(
         progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
     if options.refine_tracks == "keypoints":
         tracks, feature_seconds = _keypoint_tracks(images, predictions, cameras, options)
+    elif options.refine_tracks == "flow":
+        tracks, feature_seconds = _flow_tracks(images, predictions, cameras, options), 0.0
     elif options.refine_tracks == "pointmaps":
         tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
     else:
@@ -442,7 +448,7 @@ def _refine(
     if progress:
         progress(f"refine: bundle adjustment of {tracks.num_tracks} tracks ({len(tracks.view)} observations)")
     sizes = np.array([image.original_size for image in images])
-    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks == "keypoints"
+    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks != "pointmaps"
     bundle_options = BundleOptions(
         refine_focal=options.refine_focal != "fixed",
         refine_principal_point=options.refine_principal_point,
@@ -516,6 +522,33 @@ def _keypoint_tracks(
         features, network, cameras.cam_to_world, options.refine_neighbors, MatchOptions(radius=options.refine_radius)
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track]), feature_seconds
+
+
+def _flow_tracks(
+    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
+) -> Tracks:
+    """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
+    (``geometry.flow``)."""
+    from .geometry.flow import FlowOptions, flow_tracks, grey_image
+
+    network = np.stack(
+        [
+            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
+            for camera, image in zip(cameras.intrinsics, images)
+        ]
+    )
+    tracks = flow_tracks(
+        [grey_image(image.tensor) for image in images],
+        [_first(p["pts3d_in_other_view"]) for p in predictions],
+        [_first(p["conf"]) for p in predictions],
+        network,
+        cameras.cam_to_world,
+        options.refine_neighbors,
+        FlowOptions(preset=options.refine_flow_preset),
+        options.conf_percentile,
+        options.min_confidence,
+    )
+    return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
 
 
 def _pointmap_tracks(predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions) -> Tracks:
