@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .matching import project
 from .points import confidence_mask
 from .tracks import Tracks, candidate_pairs, tracks_from_matches
 
@@ -66,9 +65,13 @@ def predicted_flow(
 ) -> np.ndarray:
     """[H, W, 2] float32 flow A -> B predicted by projecting A's points into B (NaN where not predictable)."""
     height, width = points.shape[:2]
-    xy = project(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2)
-    ys, xs = np.mgrid[0:height, 0:width]
-    return (xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)).astype(np.float32)
+    rotation, translation = world_to_cam[:3, :3].astype(np.float32), world_to_cam[:3, 3].astype(np.float32)
+    cam = points.reshape(-1, 3).astype(np.float32, copy=False) @ rotation.T + translation
+    focal, center = intrinsics[:2].astype(np.float32), intrinsics[2:].astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan).reshape(height, width, 2)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)
 
 
 def _fill(flow: np.ndarray) -> np.ndarray:
@@ -192,7 +195,7 @@ def flow_tracks(
     global_maps = []
     for points, conf in zip(pointmaps, confidences):
         mask = confidence_mask(conf.double().cpu()[None], conf_percentile, min_confidence)[0].numpy()
-        pts = points.double().cpu().numpy()
+        pts = points.float().cpu().numpy()
         global_maps.append(np.where(mask[..., None], pts, np.nan))
     pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
     pair_flow = PairFlow(options)
