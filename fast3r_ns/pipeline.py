@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -103,6 +103,9 @@ class ReconstructOptions:
     track points. Default is "pointmaps"."""
     refine_flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     """"flow": DIS optical flow preset. Default is "medium"."""
+    refine_flow_min_observations: int = 40
+    """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
+    three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
     refine_features: int = 2048
     """"keypoints": most SIFT keypoints per view. Default is 2048."""
     refine_radius: float = 24.0
@@ -433,12 +436,21 @@ def _refine(
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
     start = time.perf_counter()
+    first_stage: dict[str, float] = {}
+    if options.refine_tracks == "flow":
+        # Pointmap tracks first: flow predictions from better cameras, and a fallback pose for weak views.
+        first_stage = _refine(images, predictions, cameras, replace(options, refine_tracks="pointmaps"), progress).stats
+        start = time.perf_counter()
     if progress:
         progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
+    held = np.zeros(len(images), dtype=bool)
     if options.refine_tracks == "keypoints":
         tracks, feature_seconds = _keypoint_tracks(images, predictions, cameras, options)
     elif options.refine_tracks == "flow":
         tracks, feature_seconds = _flow_tracks(images, predictions, cameras, options), 0.0
+        multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
+        counts = np.bincount(tracks.view[multi_view], minlength=len(images))
+        held = counts < options.refine_flow_min_observations
     elif options.refine_tracks == "pointmaps":
         tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
     else:
@@ -455,6 +467,7 @@ def _refine(
         refine_distortion=options.refine_distortion,
         refine_points=free_points,
         camera_groups=_camera_groups(sizes, cameras.intrinsics, options),
+        constant_poses=held,
         max_reprojection_error=options.refine_max_error,
         max_iterations=options.refine_iterations,
         num_threads=options.refine_threads,
@@ -493,6 +506,9 @@ def _refine(
         "observations": float(len(tracks.view)),
         "reprojection_err_px_before": float(np.median(before)),
         "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
+        "mean_track_length": float(np.diff(tracks.offsets).mean()) if tracks.num_tracks else 0.0,
+        "held_views": float(held.sum()),
+        **{f"pointmaps_{key}": value for key, value in first_stage.items() if key.endswith("seconds")},
     }
     return _Refined(kept, original[ok], stats, distortion)
 

@@ -9,7 +9,9 @@ neighbour form one track. Pixels: continuous NETWORK-image coordinates (``fast3r
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,11 @@ class FlowOptions:
     """Grid step of the anchor pixels, network pixels. Default is 8."""
     max_pair_matches: int = 1024
     """Most correspondences kept per directed pair (spread over the grid). Default is 1024."""
+    link_radius: float = 0.5
+    """Observations of one view closer than this (network pixels), from different anchors or pairs, become one
+    observation, which links their tracks (0 disables). Default is 0.5."""
+    threads: int = 2
+    """Threads over the view pairs (OpenCV releases the GIL). Default is 2."""
 
 
 def grey_image(tensor: torch.Tensor) -> np.ndarray:
@@ -198,7 +205,27 @@ def flow_tracks(
         pts = points.float().cpu().numpy()
         global_maps.append(np.where(mask[..., None], pts, np.nan))
     pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
-    pair_flow = PairFlow(options)
+    local = threading.local()
+
+    def pair_correspondences(pair: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if not hasattr(local, "pair_flow"):
+            local.pair_flow = PairFlow(options)
+        i, j = pair
+        predicted = (
+            predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
+            predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
+        )
+        out = []
+        for a, b, flows in ((i, j, predicted), (j, i, predicted[::-1])):
+            kept, target, roundtrip = local.pair_flow.correspondences((greys[a], greys[b]), flows, anchors[a][0])
+            if len(kept) > options.max_pair_matches:
+                chosen = np.linspace(0, len(kept) - 1, options.max_pair_matches).round().astype(np.int64)
+                kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
+            out.append((kept, target, roundtrip))
+        return out
+
+    with ThreadPoolExecutor(max(1, options.threads)) as pool:
+        results = list(pool.map(pair_correspondences, pairs))
     pair_matches = np.zeros(len(pairs), dtype=np.int64)
     # Nodes: every view's anchors first, then one new node per flow target.
     anchor_offsets = np.concatenate([[0], np.cumsum([len(a[0]) for a in anchors])])
@@ -208,16 +235,8 @@ def flow_tracks(
     node_conf = [np.concatenate([a[2] for a in anchors]) if anchor_offsets[-1] else np.zeros(0)]
     next_node = int(anchor_offsets[-1])
     firsts, seconds, scores = [], [], []
-    for index, (i, j) in enumerate(pairs):
-        predicted = (
-            predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
-            predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
-        )
-        for a, b, flows in ((i, j, predicted), (j, i, predicted[::-1])):
-            kept, target, roundtrip = pair_flow.correspondences((greys[a], greys[b]), flows, anchors[a][0])
-            if len(kept) > options.max_pair_matches:
-                chosen = np.linspace(0, len(kept) - 1, options.max_pair_matches).round().astype(np.int64)
-                kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
+    for index, ((i, j), result) in enumerate(zip(pairs, results)):
+        for a, b, (kept, target, roundtrip) in zip((i, j), (j, i), result):
             pair_matches[index] += len(kept)
             firsts.append(kept + anchor_offsets[a])
             seconds.append(np.arange(next_node, next_node + len(kept)))
@@ -230,16 +249,62 @@ def flow_tracks(
     first = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
     second = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
     order = np.argsort(np.concatenate(scores) if scores else np.zeros(0), kind="stable")
+    node_view, node_pixel = np.concatenate(node_view), np.concatenate(node_pixel)
+    node_point, node_conf = np.concatenate(node_point), np.concatenate(node_conf)
+    if options.link_radius > 0 and len(node_view):
+        same = link_nodes(node_view, node_pixel, options.link_radius)
+        first, second = same[first], same[second]
+        node_point = _representative_points(same, node_point)
+    distinct = first[order] != second[order]
     return tracks_from_matches(
-        np.concatenate(node_view),
-        np.concatenate(node_pixel),
-        np.concatenate(node_point),
-        np.concatenate(node_conf),
-        first[order],
-        second[order],
+        node_view,
+        node_pixel,
+        node_point,
+        node_conf,
+        first[order][distinct],
+        second[order][distinct],
         pairs,
         pair_matches,
     )
+
+
+def link_nodes(
+    node_view: np.ndarray,  # [N] int
+    node_pixel: np.ndarray,  # [N, 2] network pixels
+    radius: float,
+) -> np.ndarray:
+    """[N] representative node of each node: nodes of one view within ``radius`` of each other (connected
+    components of that relation) share the lowest index among them."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(node_view, kind="stable")
+    bounds = np.searchsorted(node_view[order], np.arange(int(node_view.max()) + 2))
+    left, right = [], []
+    for view in range(len(bounds) - 1):
+        rows = order[bounds[view] : bounds[view + 1]]
+        if len(rows) > 1:
+            close = cKDTree(node_pixel[rows]).query_pairs(radius, output_type="ndarray")
+            left.append(rows[close[:, 0]])
+            right.append(rows[close[:, 1]])
+    size = len(node_view)
+    left = np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
+    right = np.concatenate(right) if right else np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    lowest = np.full(component.max() + 1, size, dtype=np.int64)
+    np.minimum.at(lowest, component, np.arange(size))
+    return lowest[component]
+
+
+def _representative_points(same: np.ndarray, node_point: np.ndarray) -> np.ndarray:
+    """[N, 3] node points where each representative takes a finite point of its group (an anchor's), if any."""
+    out = node_point.copy()
+    finite = np.flatnonzero(np.isfinite(node_point).all(-1) & (same != np.arange(len(same))))
+    missing = ~np.isfinite(out[same[finite]]).all(-1)
+    out[same[finite][missing]] = node_point[finite][missing]
+    return out
 
 
 @dataclass
