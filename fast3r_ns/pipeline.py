@@ -93,14 +93,15 @@ class ReconstructOptions:
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from the pointmaps
     (``fast3r_ns.refine``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
-    refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "pointmaps"
+    refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "flow"
     """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
     (``geometry.tracks``; they inherit each view's pointmap misplacement); "keypoints" (experimental): SIFT keypoints
     of each network image matched by descriptor among the keypoints that the pointmaps predict nearby
     (``geometry.matching``), with free track points; measured no better on the splat benchmark and unstable on
-    room_hard (docs/refine.md); "flow" (experimental): DIS optical flow of each candidate pair started from the
-    pointmaps' prediction, kept where forward and backward flows agree (``geometry.flow``; needs OpenCV), with free
-    track points. Default is "pointmaps"."""
+    room_hard (docs/refine.md); "flow": the cameras are first refined on "pointmaps" tracks, then DIS optical flow
+    of each candidate pair started from the pointmaps' prediction, kept where forward and backward flows agree
+    (``geometry.flow``; needs OpenCV), with free track points; better cameras on both splat scenes, about twice
+    the time. Default is "flow"."""
     refine_flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     """"flow": DIS optical flow preset. Default is "medium"."""
     refine_flow_min_observations: int = 40

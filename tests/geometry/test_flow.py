@@ -17,7 +17,7 @@ from bench_splat import NOISY, FastLikeOracle  # noqa: E402
 
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
-from fast3r_ns.geometry.flow import flow_tracks, grey_image  # noqa: E402
+from fast3r_ns.geometry.flow import FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
 
 
@@ -37,9 +37,10 @@ def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
         network,
         rec.cam_to_world,
         neighbors=2,
+        options=FlowOptions(link_radius=0.0),
     )
     assert tracks.num_tracks > 500
-    # Each track is an anchor (the row with its own pointmap point) and its flow targets in the other views.
+    # No linking here: each track is an anchor (the row with its own pointmap point) and its flow targets.
     anchor = np.isfinite(tracks.source_point).all(-1)
     assert np.all(np.add.reduceat(anchor.astype(int), tracks.offsets[:-1]) == 1)
     anchor_row = np.flatnonzero(anchor)[tracks.track]
@@ -57,3 +58,10 @@ def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
     assert np.mean(errors < 0.5) > 0.55
     assert np.percentile(errors, 90) < 1.5
     assert np.mean(errors > 4.0) < 0.02
+
+
+def test_link_nodes_joins_close_nodes_of_one_view_only() -> None:
+    view = np.array([0, 0, 0, 1, 0])
+    pixel = np.array([[10.0, 10.0], [10.3, 10.2], [12.0, 10.0], [10.1, 10.0], [10.6, 10.4]])
+    # 4 is within 0.5 of 1 (not of 0): joined through 1; 2 is too far; 3 is in another view.
+    assert link_nodes(view, pixel, 0.5).tolist() == [0, 0, 2, 3, 0]
