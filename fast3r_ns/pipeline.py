@@ -440,7 +440,8 @@ def _refine(
     first_stage: dict[str, float] = {}
     if options.refine_tracks == "flow":
         # Pointmap tracks first: flow predictions from better cameras, and a fallback pose for weak views.
-        first_stage = _refine(images, predictions, cameras, replace(options, refine_tracks="pointmaps"), progress).stats
+        pointmap_result = _refine(images, predictions, cameras, replace(options, refine_tracks="pointmaps"), progress)
+        first_stage = pointmap_result.stats
         start = time.perf_counter()
     if progress:
         progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
@@ -452,6 +453,8 @@ def _refine(
         multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
         counts = np.bincount(tracks.view[multi_view], minlength=len(images))
         held = counts < options.refine_flow_min_observations
+        if held.all():  # e.g. textureless images: the pointmap stage is the result
+            return pointmap_result
     elif options.refine_tracks == "pointmaps":
         tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
     else:

@@ -91,6 +91,8 @@ def _fill(flow: np.ndarray) -> np.ndarray:
 def sample_flow(flow: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Bilinear flow [N, 2] at continuous pixels xy [N, 2] (NaN outside the image)."""
     cv2 = _cv2()
+    if len(xy) == 0:
+        return np.zeros((0, 2), dtype=np.float32)
     height, width = flow.shape[:2]
     map_xy = (xy - 0.5).astype(np.float32).reshape(-1, 1, 2)
     out = cv2.remap(flow, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
