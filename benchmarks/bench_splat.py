@@ -239,7 +239,9 @@ def _link_images(variant_dir: Path, gt_dir: Path) -> bool:
     return True
 
 
-def prepare_scene(name: str, full_root: Path, max_points: int | None, console: Console) -> None:
+def prepare_scene(
+    name: str, full_root: Path, max_points: int | None, console: Console, refine_tracks: str | None = None
+) -> None:
     """Render ``name`` and write its complete datasets under ``full_root/name/<variant>/`` with meta.json."""
     scene = splat_scene.make(name)
     ordered = scene.reordered(scene.process_order())  # the order in which process() hands images to the predictor
@@ -286,12 +288,14 @@ def prepare_scene(name: str, full_root: Path, max_points: int | None, console: C
                 num_downscales=0,
                 max_points=max_points,
                 refine=variant.endswith("_refined"),
+                **({"refine_tracks": refine_tracks} if refine_tracks else {}),
             )
             tic = time.perf_counter()
             result = process(config, console=Console(quiet=True), predictor=predictor)
             seconds = time.perf_counter() - tic
             rec = result.reconstruction
             meta = base | {"variant": variant, "noise": noise, "process_seconds": round(seconds, 2)}
+            meta["refine_tracks"] = config.refine_tracks if config.refine else None
             meta |= {"points": len(rec.points), "pose_ok": int(np.sum(rec.pose_ok))} | _errors(rec, ordered)
             (out / variant / "meta.json").write_text(json.dumps(meta, indent=1))
             counts[variant] = len(rec.points)
@@ -368,7 +372,7 @@ def prepare(args: argparse.Namespace) -> None:
     full_root = Path(args.full_root) if args.full_root else root.with_name(root.name + "_full")
     max_points = None if args.max_points <= 0 else args.max_points
     for name in args.scenes:
-        prepare_scene(name, full_root, max_points, console)
+        prepare_scene(name, full_root, max_points, console, args.refine_tracks)
         slim_copy(full_root, root, name, not args.no_link, console)
     if not args.no_verify:
         verify(root, console)
@@ -414,6 +418,11 @@ def main() -> None:
         default=100_000,
         help="ns-process-data fast3r --max-points for the oracle datasets; the gt cloud gets as many points as the "
         "clean one (default 100000, keeping the carried data small; 0 = the pipeline's default, 500000)",
+    )
+    p.add_argument(
+        "--refine-tracks",
+        choices=("pointmaps", "flow", "keypoints"),
+        help="correspondences of the oracle_noisy_refined variant (default: the pipeline's default)",
     )
     p.add_argument("--no-link", action="store_true", help="copy the images into every variant (no symlinks)")
     p.add_argument("--no-verify", action="store_true", help="skip reading every dataset back with nerfstudio")

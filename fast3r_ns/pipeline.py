@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -93,12 +93,20 @@ class ReconstructOptions:
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from the pointmaps
     (``fast3r_ns.refine``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
-    refine_tracks: Literal["pointmaps", "keypoints"] = "pointmaps"
+    refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "flow"
     """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
     (``geometry.tracks``; they inherit each view's pointmap misplacement); "keypoints" (experimental): SIFT keypoints
     of each network image matched by descriptor among the keypoints that the pointmaps predict nearby
     (``geometry.matching``), with free track points; measured no better on the splat benchmark and unstable on
-    room_hard (docs/refine.md). Default is "pointmaps"."""
+    room_hard (docs/refine.md); "flow": the cameras are first refined on "pointmaps" tracks, then DIS optical flow
+    of each candidate pair started from the pointmaps' prediction, kept where forward and backward flows agree
+    (``geometry.flow``; needs OpenCV), with free track points; better cameras on both splat scenes, about twice
+    the time. Default is "flow"."""
+    refine_flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    """"flow": DIS optical flow preset. Default is "medium"."""
+    refine_flow_min_observations: int = 40
+    """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
+    three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
     refine_features: int = 2048
     """"keypoints": most SIFT keypoints per view. Default is 2048."""
     refine_radius: float = 24.0
@@ -429,10 +437,24 @@ def _refine(
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
     start = time.perf_counter()
+    first_stage: dict[str, float] = {}
+    if options.refine_tracks == "flow":
+        # Pointmap tracks first: flow predictions from better cameras, and a fallback pose for weak views.
+        pointmap_result = _refine(images, predictions, cameras, replace(options, refine_tracks="pointmaps"), progress)
+        first_stage = pointmap_result.stats
+        start = time.perf_counter()
     if progress:
         progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
+    held = np.zeros(len(images), dtype=bool)
     if options.refine_tracks == "keypoints":
         tracks, feature_seconds = _keypoint_tracks(images, predictions, cameras, options)
+    elif options.refine_tracks == "flow":
+        tracks, feature_seconds = _flow_tracks(images, predictions, cameras, options), 0.0
+        multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
+        counts = np.bincount(tracks.view[multi_view], minlength=len(images))
+        held = counts < options.refine_flow_min_observations
+        if held.all():  # e.g. textureless images: the pointmap stage is the result
+            return pointmap_result
     elif options.refine_tracks == "pointmaps":
         tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
     else:
@@ -442,13 +464,14 @@ def _refine(
     if progress:
         progress(f"refine: bundle adjustment of {tracks.num_tracks} tracks ({len(tracks.view)} observations)")
     sizes = np.array([image.original_size for image in images])
-    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks == "keypoints"
+    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks != "pointmaps"
     bundle_options = BundleOptions(
         refine_focal=options.refine_focal != "fixed",
         refine_principal_point=options.refine_principal_point,
         refine_distortion=options.refine_distortion,
         refine_points=free_points,
         camera_groups=_camera_groups(sizes, cameras.intrinsics, options),
+        constant_poses=held,
         max_reprojection_error=options.refine_max_error,
         max_iterations=options.refine_iterations,
         num_threads=options.refine_threads,
@@ -487,6 +510,9 @@ def _refine(
         "observations": float(len(tracks.view)),
         "reprojection_err_px_before": float(np.median(before)),
         "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
+        "mean_track_length": float(np.diff(tracks.offsets).mean()) if tracks.num_tracks else 0.0,
+        "held_views": float(held.sum()),
+        **{f"pointmaps_{key}": value for key, value in first_stage.items() if key.endswith("seconds")},
     }
     return _Refined(kept, original[ok], stats, distortion)
 
@@ -516,6 +542,33 @@ def _keypoint_tracks(
         features, network, cameras.cam_to_world, options.refine_neighbors, MatchOptions(radius=options.refine_radius)
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track]), feature_seconds
+
+
+def _flow_tracks(
+    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
+) -> Tracks:
+    """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
+    (``geometry.flow``)."""
+    from .geometry.flow import FlowOptions, flow_tracks, grey_image
+
+    network = np.stack(
+        [
+            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
+            for camera, image in zip(cameras.intrinsics, images)
+        ]
+    )
+    tracks = flow_tracks(
+        [grey_image(image.tensor) for image in images],
+        [_first(p["pts3d_in_other_view"]) for p in predictions],
+        [_first(p["conf"]) for p in predictions],
+        network,
+        cameras.cam_to_world,
+        options.refine_neighbors,
+        FlowOptions(preset=options.refine_flow_preset),
+        options.conf_percentile,
+        options.min_confidence,
+    )
+    return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
 
 
 def _pointmap_tracks(predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions) -> Tracks:

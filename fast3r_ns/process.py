@@ -75,6 +75,10 @@ class ProcessConfig:
     refine: bool = False
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from Fast3R's own
     pointmaps; slower, off by default."""
+    refine_tracks: Literal["pointmaps", "flow", "keypoints"] = "flow"
+    """With --refine: where the correspondences come from. "flow": optical flow started from the pointmaps, after a
+    first refinement on pointmap tracks (needs OpenCV); "pointmaps": pixels whose predicted 3-D points coincide
+    (faster, cannot see a view's misplaced pointmap); "keypoints" (experimental): guided SIFT matches."""
     refine_distortion: bool = False
     """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
     and the COLMAP model; for lenses with visible distortion."""
@@ -420,6 +424,7 @@ def _reconstruct(
             "device": config.device,
             "refine": config.refine,
             "refine_distortion": config.refine_distortion,
+            "refine_tracks": config.refine_tracks,
         }
         options = ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
     else:

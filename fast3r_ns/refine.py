@@ -34,6 +34,8 @@ class BundleOptions:
     camera_groups: np.ndarray | None = None
     """[V] int: images with the same group share one camera (one focal; overrides ``shared_camera``); None: one
     camera per image. Default is None."""
+    constant_poses: np.ndarray | None = None
+    """[V] bool: images whose pose stays as given (the others' gauge then follows them). Default is None."""
     refine_points: bool = False
     """Let the track points move too (classic bundle adjustment). Off, they stay at the pointmaps' 3-D positions and
     only the cameras move: the pointmaps' metric shape then pins down what reprojections alone leave weak (a
@@ -159,6 +161,8 @@ def bundle_adjust(
         config = pycolmap.BundleAdjustmentConfig()
         for index in range(count):
             config.add_image(index + 1)
+            if options.constant_poses is not None and options.constant_poses[index]:
+                config.set_constant_rig_from_world_pose(model.image(index + 1).frame_id)
         if options.refine_points:
             config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
         else:

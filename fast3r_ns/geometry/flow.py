@@ -1,0 +1,314 @@
+"""Dense correspondences by optical flow started from the pointmaps, kept where forward and backward flows agree.
+
+For a view pair (A, B) A's global pointmap, projected into B with the current cameras, predicts the flow A -> B;
+OpenCV's DIS optical flow refines it on the grey network images (and B -> A likewise). A pixel of A is kept when
+the backward flow brings it back (forward-backward check), it is textured, and the refined flow stays close to the
+prediction. Each view's kept grid pixels become track anchors: the anchor and its flow targets in every
+neighbour form one track. Pixels: continuous NETWORK-image coordinates (``fast3r_ns.geometry.conventions``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .points import confidence_mask
+from .tracks import Tracks, candidate_pairs, tracks_from_matches
+
+
+@dataclass
+class FlowOptions:
+    """Optical flow and the gates of its correspondences."""
+
+    preset: str = "medium"
+    """DIS preset: "ultrafast", "fast" or "medium". Default is "medium"."""
+    max_roundtrip: float = 0.5
+    """Largest forward-backward inconsistency |f_AB(p) + f_BA(p + f_AB(p))|, network pixels. Default is 0.5."""
+    max_correction: float = 6.0
+    """Largest distance between the refined flow and the pointmaps' prediction, network pixels. Default is 6.0."""
+    min_gradient: float = 8.0
+    """Smallest mean grey gradient magnitude (0-255 scale, 3x3 Sobel over a 5x5 box) at a kept pixel. Default is
+    8.0."""
+    smoothing: float = 2.0
+    """Gaussian sigma (network pixels) smoothing the predicted flow (after a 5x5 median) before it warps the
+    second image. Default is 2.0."""
+    stride: int = 8
+    """Grid step of the anchor pixels, network pixels. Default is 8."""
+    max_pair_matches: int = 1024
+    """Most correspondences kept per directed pair (spread over the grid). Default is 1024."""
+    link_radius: float = 0.5
+    """Observations of one view closer than this (network pixels), from different anchors or pairs, become one
+    observation, which links their tracks (0 disables). Default is 0.5."""
+    threads: int = 2
+    """Threads over the view pairs (OpenCV releases the GIL). Default is 2."""
+
+
+def grey_image(tensor: torch.Tensor) -> np.ndarray:
+    """[1, 3, H, W] network tensor in [-1, 1] -> [H, W] uint8 grey."""
+    rgb = ((tensor[0].float() + 1.0) * 127.5).clamp(0, 255)
+    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return grey.round().to(torch.uint8).cpu().numpy()
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "refine_tracks='flow' needs OpenCV: pip install opencv-python-headless (or opencv-python)"
+        ) from error
+    return cv2
+
+
+def predicted_flow(
+    points: np.ndarray,  # [H, W, 3] global pointmap of A (NaN where unusable)
+    world_to_cam: np.ndarray,  # [4, 4] of B
+    intrinsics: np.ndarray,  # [4] network (fx, fy, cx, cy) of B
+) -> np.ndarray:
+    """[H, W, 2] float32 flow A -> B predicted by projecting A's points into B (NaN where not predictable)."""
+    height, width = points.shape[:2]
+    rotation, translation = world_to_cam[:3, :3].astype(np.float32), world_to_cam[:3, 3].astype(np.float32)
+    cam = points.reshape(-1, 3).astype(np.float32, copy=False) @ rotation.T + translation
+    focal, center = intrinsics[:2].astype(np.float32), intrinsics[2:].astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan).reshape(height, width, 2)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)
+
+
+def _fill(flow: np.ndarray) -> np.ndarray:
+    """Flow with NaN holes replaced by the median of the finite part (the initialisation needs a full field)."""
+    finite = np.isfinite(flow).all(-1)
+    fill = np.median(flow[finite], axis=0) if finite.any() else np.zeros(2, np.float32)
+    return np.where(finite[..., None], flow, fill).astype(np.float32)
+
+
+def sample_flow(flow: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear flow [N, 2] at continuous pixels xy [N, 2] (NaN outside the image)."""
+    cv2 = _cv2()
+    if len(xy) == 0:
+        return np.zeros((0, 2), dtype=np.float32)
+    height, width = flow.shape[:2]
+    map_xy = (xy - 0.5).astype(np.float32).reshape(-1, 1, 2)
+    out = cv2.remap(flow, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    inside = (xy[:, 0] >= 0.5) & (xy[:, 0] <= width - 0.5) & (xy[:, 1] >= 0.5) & (xy[:, 1] <= height - 0.5)
+    return np.where(inside[:, None], out.reshape(-1, 2), np.nan)
+
+
+def texture_mask(grey: np.ndarray, min_gradient: float) -> np.ndarray:
+    """[H, W] bool: mean Sobel gradient magnitude over a 5x5 box reaches ``min_gradient``."""
+    cv2 = _cv2()
+    image = grey.astype(np.float32)
+    gx, gy = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = cv2.blur(np.sqrt(gx * gx + gy * gy) / 8.0, (5, 5))
+    return magnitude >= min_gradient
+
+
+class PairFlow:
+    """DIS flows of view pairs, both directions, started from the pointmaps' predictions."""
+
+    def __init__(self, options: FlowOptions) -> None:
+        cv2 = _cv2()
+        presets = {
+            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        }
+        self.dis = cv2.DISOpticalFlow_create(presets[options.preset])
+        self.dis.setUseSpatialPropagation(True)
+        self.options = options
+
+    def flow(self, first: np.ndarray, second: np.ndarray, initial: np.ndarray) -> np.ndarray:
+        """[H, W, 2] flow first -> second (uint8 greys [H, W]) around ``initial`` (NaN holes allowed): ``second``
+        is warped onto ``first`` by the smoothed prediction and DIS finds the small residual r, so the flow is
+        r(p) + prediction(p + r(p)) (the warp absorbs the perspective that DIS's translating patches miss)."""
+        cv2 = _cv2()
+        smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
+        height, width = first.shape
+        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1).astype(np.float32)
+        warped = cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        residual = self.dis.calc(first, warped, None)
+        return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def correspondences(
+        self,
+        grey: tuple[np.ndarray, np.ndarray],  # uint8 [H, W] of A and B
+        predicted: tuple[np.ndarray, np.ndarray],  # [H, W, 2] predicted flows A -> B and B -> A
+        anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
+        options = self.options
+        forward = self.flow(grey[0], grey[1], predicted[0])
+        backward = self.flow(grey[1], grey[0], predicted[1])
+        col, row = (anchors[:, 0] - 0.5).astype(np.int64), (anchors[:, 1] - 0.5).astype(np.int64)
+        step = forward[row, col]
+        target = anchors + step
+        back = sample_flow(backward, target)
+        roundtrip = np.linalg.norm(step + back, axis=-1)
+        correction = np.linalg.norm(step - predicted[0][row, col], axis=-1)
+        keep = (roundtrip <= options.max_roundtrip) & (correction <= options.max_correction)
+        keep &= np.isfinite(back).all(-1)
+        index = np.flatnonzero(keep)
+        return index, target[index], roundtrip[index]
+
+
+def view_anchors(
+    points: torch.Tensor,  # [H, W, 3] global pointmap
+    confidence: torch.Tensor,  # [H, W]
+    grey: np.ndarray,  # [H, W] uint8
+    options: FlowOptions,
+    conf_percentile: float,
+    min_confidence: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid pixels of one view that are confident, finite and textured: pixels [N, 2], points [N, 3], conf [N]."""
+    height, width = grey.shape
+    stride = options.stride
+    rows = np.arange(stride // 2, height, stride)
+    cols = np.arange(stride // 2, width, stride)
+    conf = confidence.double().cpu()
+    valid = confidence_mask(conf[None], conf_percentile, min_confidence)[0].numpy()
+    pts = points.double().cpu().numpy()
+    valid &= np.isfinite(pts).all(-1) & texture_mask(grey, options.min_gradient)
+    grid_valid = valid[rows][:, cols]
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    r, c = r[grid_valid], c[grid_valid]
+    pixels = np.stack([c + 0.5, r + 0.5], axis=-1).astype(np.float64)
+    return pixels, pts[r, c], conf.numpy()[r, c]
+
+
+def flow_tracks(
+    greys: Sequence[np.ndarray],  # per view [H, W] uint8
+    pointmaps: Sequence[torch.Tensor],  # per view [H, W, 3] global pointmap
+    confidences: Sequence[torch.Tensor],  # per view [H, W]
+    intrinsics: np.ndarray,  # [V, 4] network (fx, fy, cx, cy)
+    cam_to_world: np.ndarray,  # [V, 4, 4] current cameras
+    neighbors: int = 10,
+    options: FlowOptions | None = None,
+    conf_percentile: float = 10.0,
+    min_confidence: float = 1.5,
+) -> Tracks:
+    """Tracks of anchor pixels and their flow targets in the candidate neighbours (``tracks.candidate_pairs``);
+    each anchor's track holds the anchor and one target per neighbour (best roundtrip first)."""
+    options = options or FlowOptions()
+    count = len(greys)
+    world_to_cam = np.linalg.inv(cam_to_world)
+    anchors = [
+        view_anchors(p, c, g, options, conf_percentile, min_confidence)
+        for p, c, g in zip(pointmaps, confidences, greys)
+    ]
+    global_maps = []
+    for points, conf in zip(pointmaps, confidences):
+        mask = confidence_mask(conf.double().cpu()[None], conf_percentile, min_confidence)[0].numpy()
+        pts = points.float().cpu().numpy()
+        global_maps.append(np.where(mask[..., None], pts, np.nan))
+    pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
+    local = threading.local()
+
+    def pair_correspondences(pair: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if not hasattr(local, "pair_flow"):
+            local.pair_flow = PairFlow(options)
+        i, j = pair
+        predicted = (
+            predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
+            predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
+        )
+        out = []
+        for a, b, flows in ((i, j, predicted), (j, i, predicted[::-1])):
+            kept, target, roundtrip = local.pair_flow.correspondences((greys[a], greys[b]), flows, anchors[a][0])
+            if len(kept) > options.max_pair_matches:
+                chosen = np.linspace(0, len(kept) - 1, options.max_pair_matches).round().astype(np.int64)
+                kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
+            out.append((kept, target, roundtrip))
+        return out
+
+    with ThreadPoolExecutor(max(1, options.threads)) as pool:
+        results = list(pool.map(pair_correspondences, pairs))
+    pair_matches = np.zeros(len(pairs), dtype=np.int64)
+    # Nodes: every view's anchors first, then one new node per flow target.
+    anchor_offsets = np.concatenate([[0], np.cumsum([len(a[0]) for a in anchors])])
+    node_view = [np.repeat(np.arange(count), np.diff(anchor_offsets))]
+    node_pixel = [np.concatenate([a[0] for a in anchors]) if anchor_offsets[-1] else np.zeros((0, 2))]
+    node_point = [np.concatenate([a[1] for a in anchors]) if anchor_offsets[-1] else np.zeros((0, 3))]
+    node_conf = [np.concatenate([a[2] for a in anchors]) if anchor_offsets[-1] else np.zeros(0)]
+    next_node = int(anchor_offsets[-1])
+    firsts, seconds, scores = [], [], []
+    for index, ((i, j), result) in enumerate(zip(pairs, results)):
+        for a, b, (kept, target, roundtrip) in zip((i, j), (j, i), result):
+            pair_matches[index] += len(kept)
+            firsts.append(kept + anchor_offsets[a])
+            seconds.append(np.arange(next_node, next_node + len(kept)))
+            scores.append(roundtrip)
+            next_node += len(kept)
+            node_view.append(np.full(len(kept), b))
+            node_pixel.append(target)
+            node_point.append(np.full((len(kept), 3), np.nan))
+            node_conf.append(np.ones(len(kept)))
+    first = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
+    second = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
+    order = np.argsort(np.concatenate(scores) if scores else np.zeros(0), kind="stable")
+    node_view, node_pixel = np.concatenate(node_view), np.concatenate(node_pixel)
+    node_point, node_conf = np.concatenate(node_point), np.concatenate(node_conf)
+    if options.link_radius > 0 and len(node_view):
+        same = link_nodes(node_view, node_pixel, options.link_radius)
+        first, second = same[first], same[second]
+        node_point = _representative_points(same, node_point)
+    distinct = first[order] != second[order]
+    return tracks_from_matches(
+        node_view,
+        node_pixel,
+        node_point,
+        node_conf,
+        first[order][distinct],
+        second[order][distinct],
+        pairs,
+        pair_matches,
+    )
+
+
+def link_nodes(
+    node_view: np.ndarray,  # [N] int
+    node_pixel: np.ndarray,  # [N, 2] network pixels
+    radius: float,
+) -> np.ndarray:
+    """[N] representative node of each node: nodes of one view within ``radius`` of each other (connected
+    components of that relation) share the lowest index among them."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(node_view, kind="stable")
+    bounds = np.searchsorted(node_view[order], np.arange(int(node_view.max()) + 2))
+    left, right = [], []
+    for view in range(len(bounds) - 1):
+        rows = order[bounds[view] : bounds[view + 1]]
+        if len(rows) > 1:
+            close = cKDTree(node_pixel[rows]).query_pairs(radius, output_type="ndarray")
+            left.append(rows[close[:, 0]])
+            right.append(rows[close[:, 1]])
+    size = len(node_view)
+    left = np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
+    right = np.concatenate(right) if right else np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    lowest = np.full(component.max() + 1, size, dtype=np.int64)
+    np.minimum.at(lowest, component, np.arange(size))
+    return lowest[component]
+
+
+def _representative_points(same: np.ndarray, node_point: np.ndarray) -> np.ndarray:
+    """[N, 3] node points where each representative takes a finite point of its group (an anchor's), if any."""
+    out = node_point.copy()
+    finite = np.flatnonzero(np.isfinite(node_point).all(-1) & (same != np.arange(len(same))))
+    missing = ~np.isfinite(out[same[finite]]).all(-1)
+    out[same[finite][missing]] = node_point[finite][missing]
+    return out
+
+
+@dataclass
+class _Points:
+    points: np.ndarray  # [N, 3], what ``candidate_pairs`` reads

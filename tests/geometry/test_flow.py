@@ -1,0 +1,67 @@
+"""Flow correspondences (geometry.flow) on the splat benchmark's textured room with the noisy oracle: after the
+forward-backward check most of them lie within half a network pixel of the true correspondence."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cv2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import splat_scene  # noqa: E402
+from bench_splat import NOISY, FastLikeOracle  # noqa: E402
+
+from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
+from fast3r_ns.geometry.flow import FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
+from fast3r_ns.io import load_images  # noqa: E402
+
+
+def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
+    scene = splat_scene.make("room")
+    scene = scene.reordered(scene.process_order()[:3])
+    images = load_images(scene.write_images(tmp_path), size=512)
+    predictions = FastLikeOracle(scene, images, seed=11, **NOISY)([im.tensor for im in images])
+    rec = reconstruct_from_predictions(images, predictions, ReconstructOptions(device="cpu", colors="network"))
+    network = np.stack(
+        [intrinsics_to_network(c, im.scale_to_original, im.crop_offset) for c, im in zip(rec.intrinsics, images)]
+    )
+    tracks = flow_tracks(
+        [grey_image(im.tensor) for im in images],
+        [p["pts3d_in_other_view"][0] for p in predictions],
+        [p["conf"][0] for p in predictions],
+        network,
+        rec.cam_to_world,
+        neighbors=2,
+        options=FlowOptions(link_radius=0.0),
+    )
+    assert tracks.num_tracks > 500
+    # No linking here: each track is an anchor (the row with its own pointmap point) and its flow targets.
+    anchor = np.isfinite(tracks.source_point).all(-1)
+    assert np.all(np.add.reduceat(anchor.astype(int), tracks.offsets[:-1]) == 1)
+    anchor_row = np.flatnonzero(anchor)[tracks.track]
+    errors = []
+    for row in np.flatnonzero(~anchor):
+        source, target = tracks.view[anchor_row[row]], tracks.view[row]
+        original = images[source].to_original(tracks.pixel[anchor_row[row]])
+        world = scene.cast_pixels(source, original[None])[1][0]
+        camera = scene.cameras[target]
+        cam = np.linalg.inv(camera.cam_to_world) @ np.append(world, 1.0)
+        fx, fy, cx, cy = camera.intrinsics
+        truth = np.array([fx * cam[0] / cam[2] + cx, fy * cam[1] / cam[2] + cy])
+        errors.append(np.linalg.norm(images[target].to_original(tracks.pixel[row]) - truth))
+    errors = 2.0 * np.array(errors)  # network pixels (the network images are the originals upsampled twice)
+    assert np.mean(errors < 0.5) > 0.55
+    assert np.percentile(errors, 90) < 1.5
+    assert np.mean(errors > 4.0) < 0.02
+
+
+def test_link_nodes_joins_close_nodes_of_one_view_only() -> None:
+    view = np.array([0, 0, 0, 1, 0])
+    pixel = np.array([[10.0, 10.0], [10.3, 10.2], [12.0, 10.0], [10.1, 10.0], [10.6, 10.4]])
+    # 4 is within 0.5 of 1 (not of 0): joined through 1; 2 is too far; 3 is in another view.
+    assert link_nodes(view, pixel, 0.5).tolist() == [0, 0, 2, 3, 0]
