@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -255,6 +256,11 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--num-frames-target {config.num_frames_target}: must be at least 2")
     if config.skip_image_processing and any(p.is_file() for p in (config.data, config.eval_data) if p is not None):
         raise InputError("--skip-image-processing needs folders of images, not a video")
+    if config.refine and config.refine_tracks == "flow" and importlib.util.find_spec("cv2") is None:
+        raise InputError(
+            "--refine uses optical flow from OpenCV, which is not installed: pip install opencv-python-headless "
+            "(or pass --refine-tracks pointmaps)"
+        )
 
 
 def _progress(console: Console) -> Progress:

@@ -100,6 +100,19 @@ def test_bad_image_size(tmp_path, capsys):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_refine_without_opencv(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real_find_spec(name, *a)
+    )
+    write_images(tmp_path / "imgs", [(64, 48)] * 2)
+    code, text = run_cli(capsys, "--data", str(tmp_path / "imgs"), "--output-dir", str(tmp_path / "out"), "--refine")
+    assert code == 1 and "pip install opencv-python-headless" in text and "--refine-tracks pointmaps" in text
+    assert_nothing_written(tmp_path / "out")
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_gpu(tmp_path, capsys, tiny_model_dir):
     write_images(tmp_path / "imgs", [(64, 48)] * 2)
