@@ -23,6 +23,7 @@ from benchmarks.common import RESULTS, append, commit
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
+from fast3r_ns.pipeline import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 from fast3r_ns.testing.scene import Scene
@@ -70,7 +71,7 @@ def _errors(result, scene) -> dict[str, float]:
     return reconstruction_errors(result, scene)
 
 
-def run(views: int, width: int, height: int, refine_points: bool | None, seed: int) -> dict:
+def run(views: int, width: int, height: int, refine_points: bool | None, seed: int, large_views: int) -> dict:
     scene = make_scene(views, image_size=(width, height), arc_degrees=300, seed=seed)
     start = time.perf_counter()
     images = textured_images(scene, width, height)
@@ -82,9 +83,12 @@ def run(views: int, width: int, height: int, refine_points: bool | None, seed: i
     before = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
     rss_before = _peak_gib()
     start = time.perf_counter()
-    after_options = ReconstructOptions(refine=True, refine_points=refine_points, **options)
+    after_options = ReconstructOptions(
+        refine=True, refine_points=refine_points, refine_large_views=large_views, **options
+    )
     after = reconstruct_from_predictions(images, predictions, after_options)
     total = time.perf_counter() - start
+    resolved = resolve_refine_options(after_options, views)
     error_before, error_after = _errors(before, scene), _errors(after, scene)
     return {
         "bench": "refine",
@@ -98,6 +102,8 @@ def run(views: int, width: int, height: int, refine_points: bool | None, seed: i
         "images": "textured",
         "refine_tracks": after_options.refine_tracks,
         "refine_points": refine_points,
+        "refine_large_views": large_views,
+        **{key: getattr(resolved, key) for key in REFINE_AUTO_VALUES},
         **NOISE,
         "seconds": after.timings["refine"],
         "reconstruct_seconds": total,
@@ -125,10 +131,16 @@ def main() -> None:
         help="let the track points move (default: the pipeline's choice, free for flow tracks)",
     )
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--large-views",
+        type=int,
+        default=ReconstructOptions.refine_large_views,
+        help="refine_large_views: above it the large-scene refinement settings (a huge value forces the small ones)",
+    )
     args = parser.parse_args()
     for views in args.views:
         try:
-            record = run(views, args.width, args.height, args.refine_points, args.seed)
+            record = run(views, args.width, args.height, args.refine_points, args.seed, args.large_views)
         except Exception as error:  # noqa: BLE001 - failures are recorded too
             record = {"bench": "refine", "commit": commit(), "views": views, "error": repr(error)}
         append(RESULTS / "refine_cpu.jsonl", record)
