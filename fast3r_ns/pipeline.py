@@ -131,9 +131,8 @@ class ReconstructOptions:
     refine_samples: int | None = None
     """"pointmaps" (and the first stage of "flow"): grid samples per view that may become track observations;
     None: 2048, 1024 above ``refine_large_views``. Default is None."""
-    refine_neighbors: int | None = None
-    """Each view is matched with this many nearest views (camera centre and viewed points); None: 10 (also above
-    6 above ``refine_large_views``. Default is None."""
+    refine_neighbors: int = 10
+    """Each view is matched with this many nearest views (camera centre and viewed points). Default is 10."""
     refine_pair_matches: int = 256
     """At most this many matches per view pair (the closest in 3-D). Default is 256."""
     refine_principal_point: bool = False
@@ -538,7 +537,6 @@ REFINE_AUTO_VALUES = {
     "refine_flow_stride": (8, 16),
     "refine_flow_pair_matches": (1024, 256),
     "refine_samples": (2048, 1024),
-    "refine_neighbors": (10, 10),
     "refine_iterations": (50, 25),
 }
 

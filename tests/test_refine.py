@@ -132,8 +132,8 @@ def test_auto_refine_options_keep_small_scenes_and_cheapen_large_ones() -> None:
     options = ReconstructOptions(refine=True)
     small, large = resolve_refine_options(options, 300), resolve_refine_options(options, 301)
     assert (small.refine_flow_preset, small.refine_flow_stride, small.refine_flow_pair_matches) == ("medium", 8, 1024)
-    assert (small.refine_samples, small.refine_neighbors, small.refine_iterations) == (2048, 10, 50)
+    assert (small.refine_samples, small.refine_iterations) == (2048, 50)
     for key, (small_value, large_value) in REFINE_AUTO_VALUES.items():
         assert getattr(small, key) == small_value and getattr(large, key) == large_value
-    explicit = resolve_refine_options(replace(options, refine_neighbors=12, refine_flow_preset="medium"), 1000)
-    assert (explicit.refine_neighbors, explicit.refine_flow_preset, explicit.refine_samples) == (12, "medium", 1024)
+    explicit = resolve_refine_options(replace(options, refine_samples=512, refine_flow_preset="medium"), 1000)
+    assert (explicit.refine_samples, explicit.refine_flow_preset, explicit.refine_flow_stride) == (512, "medium", 16)
