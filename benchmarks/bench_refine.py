@@ -3,6 +3,8 @@
 Synthetic scene (``make_scene``, cameras on a 300 degree arc) with the noisy oracle: per-view disagreement of the
 local and global heads (3 % focal, 1 degree, 1 % of depth) plus 1 % depth noise, 0.3 % point noise, 2 % outliers.
 Errors are maxima (and means) over views after the global similarity; translation relative to the room diagonal.
+Images are textured (``textured_images``): each pixel coloured by a procedural texture of its TRUE world point, so
+the views are photometrically consistent and optical flow (``refine_tracks="flow"``) has something to track.
 
     PYTHONPATH=. python benchmarks/bench_refine.py --views 100 --width 512 --height 384
     PYTHONPATH=. python benchmarks/bench_refine.py --views 1000 --width 256 --height 192
@@ -14,13 +16,17 @@ import argparse
 import resource
 import time
 
+import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, append, commit
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
+from fast3r_ns.pipeline import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
+from fast3r_ns.testing.scene import Scene
 
 NOISE = {
     "local_focal_noise": 0.03,
@@ -36,14 +42,40 @@ def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+def _world_texture(points: np.ndarray, obj: np.ndarray, tint: np.ndarray) -> np.ndarray:
+    """[N, 3] colours in [0, 1] of world points [N, 3]: products of sines along fixed oblique directions at three
+    frequencies (periods about 1.6, 0.6 and 0.2 room units, i.e. tens down to a few pixels), tinted per surface."""
+    directions = np.array([[0.8, 0.6, 0.0], [0.0, 0.6, 0.8], [0.6, 0.0, 0.8], [0.58, 0.58, 0.58]])
+    grey = np.full(len(points), 0.5)
+    for frequency, amplitude in ((4.0, 0.22), (11.0, 0.16), (29.0, 0.1)):
+        phase = points @ directions.T * frequency  # [N, 4]
+        grey += amplitude * np.sin(phase[:, 0]) * np.cos(phase[:, 1])
+        grey += amplitude * np.sin(phase[:, 2] + 1.0) * np.cos(phase[:, 3] + 2.0)
+    return np.clip(tint[obj] * grey[:, None] * 1.6, 0.0, 1.0)
+
+
+def textured_images(scene: Scene, width: int, height: int) -> list[PreparedImage]:
+    """Network-size PreparedImages (original = network size) coloured by ``_world_texture`` of their true points."""
+    tint = np.random.default_rng(7).uniform(0.55, 1.0, size=(len(scene.sphere_radii) + 6, 3))
+    centers = pixel_centers(height, width)
+    images = []
+    for view in range(len(scene.cameras)):
+        _, world, obj = scene.cast_pixels(view, centers)
+        rgb = _world_texture(world.reshape(-1, 3), obj.reshape(-1), tint).reshape(height, width, 3)
+        tensor = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None] * 2.0 - 1.0
+        images.append(PreparedImage(f"v{view}.png", tensor, (width, height), (width, height), (0, 0)))
+    return images
+
+
 def _errors(result, scene) -> dict[str, float]:
     return reconstruction_errors(result, scene)
 
 
-def run(views: int, width: int, height: int, refine_points: bool, seed: int) -> dict:
+def run(views: int, width: int, height: int, refine_points: bool | None, seed: int, large_views: int) -> dict:
     scene = make_scene(views, image_size=(width, height), arc_degrees=300, seed=seed)
-    blank = torch.zeros(1, 3, 1, 1).expand(1, 3, height, width)  # colours from the network input: no file reads
-    images = [PreparedImage(f"v{i}.png", blank, (width, height), (width, height), (0, 0)) for i in range(views)]
+    start = time.perf_counter()
+    images = textured_images(scene, width, height)
+    render_seconds = time.perf_counter() - start
     start = time.perf_counter()
     predictions = OraclePredictor(scene, images, **NOISE, seed=seed)([im.tensor for im in images])
     generate_seconds = time.perf_counter() - start
@@ -51,10 +83,12 @@ def run(views: int, width: int, height: int, refine_points: bool, seed: int) -> 
     before = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
     rss_before = _peak_gib()
     start = time.perf_counter()
-    after = reconstruct_from_predictions(
-        images, predictions, ReconstructOptions(refine=True, refine_points=refine_points, **options)
+    after_options = ReconstructOptions(
+        refine=True, refine_points=refine_points, refine_large_views=large_views, **options
     )
+    after = reconstruct_from_predictions(images, predictions, after_options)
     total = time.perf_counter() - start
+    resolved = resolve_refine_options(after_options, views)
     error_before, error_after = _errors(before, scene), _errors(after, scene)
     return {
         "bench": "refine",
@@ -65,7 +99,11 @@ def run(views: int, width: int, height: int, refine_points: bool, seed: int) -> 
         "height": height,
         "width": width,
         "dtype": "fp32",
+        "images": "textured",
+        "refine_tracks": after_options.refine_tracks,
         "refine_points": refine_points,
+        "refine_large_views": large_views,
+        **{key: getattr(resolved, key) for key in REFINE_AUTO_VALUES},
         **NOISE,
         "seconds": after.timings["refine"],
         "reconstruct_seconds": total,
@@ -77,6 +115,7 @@ def run(views: int, width: int, height: int, refine_points: bool, seed: int) -> 
         **{f"baseline_{k}": v for k, v in error_before.items()},
         **{k: v for k, v in after.refine_stats.items()},
         "generate_seconds": generate_seconds,
+        "render_seconds": render_seconds,
     }
 
 
@@ -85,12 +124,23 @@ def main() -> None:
     parser.add_argument("--views", type=int, nargs="+", default=[100])
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=384)
-    parser.add_argument("--refine-points", action="store_true", help="let the track points move too")
+    parser.add_argument(
+        "--refine-points",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let the track points move (default: the pipeline's choice, free for flow tracks)",
+    )
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--large-views",
+        type=int,
+        default=ReconstructOptions.refine_large_views,
+        help="refine_large_views: above it the large-scene refinement settings (a huge value forces the small ones)",
+    )
     args = parser.parse_args()
     for views in args.views:
         try:
-            record = run(views, args.width, args.height, args.refine_points, args.seed)
+            record = run(views, args.width, args.height, args.refine_points, args.seed, args.large_views)
         except Exception as error:  # noqa: BLE001 - failures are recorded too
             record = {"bench": "refine", "commit": commit(), "views": views, "error": repr(error)}
         append(RESULTS / "refine_cpu.jsonl", record)

@@ -102,8 +102,19 @@ class ReconstructOptions:
     of each candidate pair started from the pointmaps' prediction, kept where forward and backward flows agree
     (``geometry.flow``; needs OpenCV), with free track points; better cameras on both splat scenes, about twice
     the time. Default is "flow"."""
-    refine_flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
-    """"flow": DIS optical flow preset. Default is "medium"."""
+    refine_large_views: int = 300
+    """Scenes with more views than this get the large-scene values of the refinement options left at None/"auto"
+    (cheaper per view, so that 1000 views refine in minutes on a CPU; docs/refine.md); smaller scenes get the
+    values measured on the splat scenes. Default is 300."""
+    refine_flow_preset: Literal["auto", "ultrafast", "fast", "medium"] = "auto"
+    """"flow": DIS optical flow preset; "auto": "medium", "fast" above ``refine_large_views``. Default is
+    "auto"."""
+    refine_flow_stride: int | None = None
+    """"flow": grid step of the anchor pixels (network pixels); None: 8, 16 above ``refine_large_views``.
+    Default is None."""
+    refine_flow_pair_matches: int | None = None
+    """"flow": most correspondences kept per directed view pair; None: 1024, 256 above
+    ``refine_large_views``. Default is None."""
     refine_flow_min_observations: int = 40
     """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
     three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
@@ -117,8 +128,9 @@ class ReconstructOptions:
     that is all images), "per-view" refines one per image, "fixed" keeps them. Default is "grouped"."""
     refine_focal_tolerance: float = 0.02
     """"grouped": relative focal difference below which images count as one camera. Default is 0.02."""
-    refine_samples: int = 2048
-    """"pointmaps": grid samples per view that may become track observations. Default is 2048."""
+    refine_samples: int | None = None
+    """"pointmaps" (and the first stage of "flow"): grid samples per view that may become track observations;
+    None: 2048, 1024 above ``refine_large_views``. Default is None."""
     refine_neighbors: int = 10
     """Each view is matched with this many nearest views (camera centre and viewed points). Default is 10."""
     refine_pair_matches: int = 256
@@ -137,8 +149,9 @@ class ReconstructOptions:
     refine_max_error: float = 4.0
     """Observations reprojecting farther than this (original-image pixels) are dropped between the rounds of the
     bundle adjustment. Default is 4.0."""
-    refine_iterations: int = 50
-    """Ceres iterations per bundle-adjustment round (two rounds). Default is 50."""
+    refine_iterations: int | None = None
+    """Ceres iterations per bundle-adjustment round (two rounds); None: 50, 25 above
+    ``refine_large_views``. Default is None."""
     refine_threads: int = -1
     """Threads of the bundle adjustment; -1 uses every core. Default is -1."""
     max_views_per_pass: int | None = None
@@ -436,6 +449,7 @@ def _refine(
     """Tracks (keypoints or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
+    options = resolve_refine_options(options, len(images))
     start = time.perf_counter()
     first_stage: dict[str, float] = {}
     if options.refine_tracks == "flow":
@@ -517,6 +531,23 @@ def _refine(
     return _Refined(kept, original[ok], stats, distortion)
 
 
+# Values of the None/"auto" refinement options: (up to ``refine_large_views`` views, above).
+REFINE_AUTO_VALUES = {
+    "refine_flow_preset": ("medium", "fast"),
+    "refine_flow_stride": (8, 16),
+    "refine_flow_pair_matches": (1024, 256),
+    "refine_samples": (2048, 1024),
+    "refine_iterations": (50, 25),
+}
+
+
+def resolve_refine_options(options: ReconstructOptions, views: int) -> ReconstructOptions:
+    """``options`` with the None/"auto" refinement options replaced by their values for ``views`` views."""
+    large = views > options.refine_large_views
+    values = {key: pair[large] for key, pair in REFINE_AUTO_VALUES.items() if getattr(options, key) in (None, "auto")}
+    return replace(options, **values)
+
+
 def _keypoint_tracks(
     images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
 ) -> tuple[Tracks, float]:
@@ -564,7 +595,11 @@ def _flow_tracks(
         network,
         cameras.cam_to_world,
         options.refine_neighbors,
-        FlowOptions(preset=options.refine_flow_preset),
+        FlowOptions(
+            preset=options.refine_flow_preset,
+            stride=options.refine_flow_stride,
+            max_pair_matches=options.refine_flow_pair_matches,
+        ),
         options.conf_percentile,
         options.min_confidence,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pycolmap
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
+from fast3r_ns.pipeline import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.process import ProcessConfig, process
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
@@ -124,3 +126,14 @@ def test_focal_groups_share_a_camera_only_within_the_tolerance() -> None:
     group = _camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="grouped"))
     assert group[0] == group[1] == group[3] and len(set(group.tolist())) == 3
     assert len(set(_camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="per-view")).tolist())) == 5
+
+
+def test_auto_refine_options_keep_small_scenes_and_cheapen_large_ones() -> None:
+    options = ReconstructOptions(refine=True)
+    small, large = resolve_refine_options(options, 300), resolve_refine_options(options, 301)
+    assert (small.refine_flow_preset, small.refine_flow_stride, small.refine_flow_pair_matches) == ("medium", 8, 1024)
+    assert (small.refine_samples, small.refine_iterations) == (2048, 50)
+    for key, (small_value, large_value) in REFINE_AUTO_VALUES.items():
+        assert getattr(small, key) == small_value and getattr(large, key) == large_value
+    explicit = resolve_refine_options(replace(options, refine_samples=512, refine_flow_preset="medium"), 1000)
+    assert (explicit.refine_samples, explicit.refine_flow_preset, explicit.refine_flow_stride) == (512, "medium", 16)
