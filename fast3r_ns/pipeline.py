@@ -90,8 +90,8 @@ class ReconstructOptions:
     seed: int = 0
     """Seed of the point subsampling. Default is 0."""
     refine: bool = False
-    """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks taken from the pointmaps
-    (``fast3r_ns.refine``); the refined track points join the cloud and the COLMAP model keeps their tracks.
+    """Refine cameras and points by bundle adjustment (pycolmap, ``fast3r_ns.refine``) on multi-view tracks (see
+    ``refine_tracks``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
     refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "flow"
     """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
