@@ -421,7 +421,7 @@ def main() -> None:
     )
     p.add_argument(
         "--refine-tracks",
-        choices=("pointmaps", "flow", "keypoints"),
+        choices=("pointmaps", "flow"),
         help="correspondences of the oracle_noisy_refined variant (default: the pipeline's default)",
     )
     p.add_argument("--no-link", action="store_true", help="copy the images into every variant (no symlinks)")

@@ -17,9 +17,7 @@ import torch
 
 from .chunked import chunked_if_needed
 from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
-from .geometry.features import FeatureOptions, view_features
 from .geometry.focal import estimate_focal, focal_official
-from .geometry.matching import MatchOptions, match_tracks
 from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .geometry.pose import pnp_official, refine_reprojection, solve_poses
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
@@ -93,15 +91,12 @@ class ReconstructOptions:
     """Refine cameras and points by bundle adjustment (pycolmap, ``fast3r_ns.refine``) on multi-view tracks (see
     ``refine_tracks``); the refined track points join the cloud and the COLMAP model keeps their tracks.
     Default is False."""
-    refine_tracks: Literal["pointmaps", "keypoints", "flow"] = "flow"
+    refine_tracks: Literal["pointmaps", "flow"] = "flow"
     """Where the refinement's correspondences come from. "pointmaps": pixels whose global 3-D points coincide
-    (``geometry.tracks``; they inherit each view's pointmap misplacement); "keypoints" (experimental): SIFT keypoints
-    of each network image matched by descriptor among the keypoints that the pointmaps predict nearby
-    (``geometry.matching``), with free track points; measured no better on the splat benchmark and unstable on
-    room_hard (docs/refine.md); "flow": the cameras are first refined on "pointmaps" tracks, then DIS optical flow
-    of each candidate pair started from the pointmaps' prediction, kept where forward and backward flows agree
-    (``geometry.flow``; needs OpenCV), with free track points; better cameras on both splat scenes, about twice
-    the time. Default is "flow"."""
+    (``geometry.tracks``; they inherit each view's pointmap misplacement); "flow": the cameras are first refined
+    on "pointmaps" tracks, then DIS optical flow of each candidate pair started from the pointmaps' prediction,
+    kept where forward and backward flows agree (``geometry.flow``; needs OpenCV), with free track points; better
+    cameras on both splat scenes, about twice the time. Default is "flow"."""
     refine_large_views: int = 300
     """Scenes with more views than this get the large-scene values of the refinement options left at None/"auto"
     (cheaper per view, so that 1000 views refine in minutes on a CPU; docs/refine.md); smaller scenes get the
@@ -118,10 +113,6 @@ class ReconstructOptions:
     refine_flow_min_observations: int = 40
     """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
     three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
-    refine_features: int = 2048
-    """"keypoints": most SIFT keypoints per view. Default is 2048."""
-    refine_radius: float = 24.0
-    """"keypoints": search radius around the predicted position, network pixels. Default is 24.0."""
     refine_focal: Literal["grouped", "per-view", "fixed"] = "grouped"
     """Focal lengths in the bundle adjustment: "grouped" shares one focal among images of the same size whose
     focal estimates agree within ``refine_focal_tolerance`` (one camera; with focal_mode "shared"/"official"
@@ -144,7 +135,7 @@ class ReconstructOptions:
     refine_points: bool | None = None
     """Let the track points move in the bundle adjustment (classic bundle adjustment). Off, they stay at the
     pointmaps' 3-D positions and only the cameras move, which keeps the pointmaps' metric shape but also their
-    errors. None: free with "keypoints" tracks, constant with "pointmaps" tracks (free points on pointmap tracks
+    errors. None: free with "flow" tracks, constant with "pointmaps" tracks (free points on pointmap tracks
     let long narrow sequences bend: measured 4x larger rotation errors on the synthetic arcs). Default is None."""
     refine_max_error: float = 4.0
     """Observations reprojecting farther than this (original-image pixels) are dropped between the rounds of the
@@ -446,7 +437,7 @@ def _refine(
     options: ReconstructOptions,
     progress: Progress | None,
 ) -> _Refined:
-    """Tracks (keypoints or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
+    """Tracks (flow or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
     options = resolve_refine_options(options, len(images))
@@ -460,17 +451,15 @@ def _refine(
     if progress:
         progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
     held = np.zeros(len(images), dtype=bool)
-    if options.refine_tracks == "keypoints":
-        tracks, feature_seconds = _keypoint_tracks(images, predictions, cameras, options)
-    elif options.refine_tracks == "flow":
-        tracks, feature_seconds = _flow_tracks(images, predictions, cameras, options), 0.0
+    if options.refine_tracks == "flow":
+        tracks = _flow_tracks(images, predictions, cameras, options)
         multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
         counts = np.bincount(tracks.view[multi_view], minlength=len(images))
         held = counts < options.refine_flow_min_observations
         if held.all():  # e.g. textureless images: the pointmap stage is the result
             return pointmap_result
     elif options.refine_tracks == "pointmaps":
-        tracks, feature_seconds = _pointmap_tracks(predictions, cameras, options), 0.0
+        tracks = _pointmap_tracks(predictions, cameras, options)
     else:
         raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
     original = _to_original(images, tracks)
@@ -517,7 +506,6 @@ def _refine(
     kept = tracks.select(ok)
     stats = {
         "tracks_seconds": track_seconds,
-        "features_seconds": feature_seconds,
         **result.stats,
         "candidate_pairs": float(len(tracks.pairs)),
         "tracks": float(tracks.num_tracks),
@@ -546,33 +534,6 @@ def resolve_refine_options(options: ReconstructOptions, views: int) -> Reconstru
     large = views > options.refine_large_views
     values = {key: pair[large] for key, pair in REFINE_AUTO_VALUES.items() if getattr(options, key) in (None, "auto")}
     return replace(options, **values)
-
-
-def _keypoint_tracks(
-    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
-) -> tuple[Tracks, float]:
-    """Tracks of SIFT keypoints matched under the pointmaps' guidance (``geometry.matching``), and the seconds
-    spent extracting features."""
-    start = time.perf_counter()
-    features = view_features(
-        [image.tensor for image in images],
-        [_first(p["pts3d_in_other_view"]) for p in predictions],
-        [_first(p["conf"]) for p in predictions],
-        FeatureOptions(max_features=options.refine_features),
-        options.conf_percentile,
-        options.min_confidence,
-    )
-    feature_seconds = time.perf_counter() - start
-    network = np.stack(
-        [
-            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
-            for camera, image in zip(cameras.intrinsics, images)
-        ]
-    )
-    tracks = match_tracks(
-        features, network, cameras.cam_to_world, options.refine_neighbors, MatchOptions(radius=options.refine_radius)
-    )
-    return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track]), feature_seconds
 
 
 def _flow_tracks(

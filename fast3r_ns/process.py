@@ -76,10 +76,10 @@ class ProcessConfig:
     refine: bool = False
     """Refine cameras and points by bundle adjustment (pycolmap) on multi-view tracks from Fast3R's pointmaps and
     optical flow between neighbouring images (see --refine-tracks); costs CPU time, off by default."""
-    refine_tracks: Literal["pointmaps", "flow", "keypoints"] = "flow"
+    refine_tracks: Literal["pointmaps", "flow"] = "flow"
     """With --refine: where the correspondences come from. "flow": optical flow started from the pointmaps, after a
     first refinement on pointmap tracks (needs OpenCV); "pointmaps": pixels whose predicted 3-D points coincide
-    (faster, cannot see a view's misplaced pointmap); "keypoints" (experimental): guided SIFT matches."""
+    (faster, cannot see a view's misplaced pointmap)."""
     refine_distortion: bool = False
     """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
     and the COLMAP model; for lenses with visible distortion."""

@@ -217,7 +217,7 @@ def build_tracks(
 
 
 def tracks_from_matches(
-    node_view: np.ndarray,  # [N] int, view of each node (sample or keypoint)
+    node_view: np.ndarray,  # [N] int, view of each node (a sample or a flow observation)
     node_pixel: np.ndarray,  # [N, 2] network pixels
     node_point: np.ndarray,  # [N, 3] global pointmap at the node (NaN: not usable)
     node_confidence: np.ndarray,  # [N]
