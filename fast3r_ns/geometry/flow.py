@@ -158,27 +158,22 @@ class PairFlow:
 
 
 def view_anchors(
-    points: torch.Tensor,  # [H, W, 3] global pointmap
-    confidence: torch.Tensor,  # [H, W]
+    points: np.ndarray,  # [H, W, 3] global pointmap, NaN where not confident
+    confidence: np.ndarray,  # [H, W]
     grey: np.ndarray,  # [H, W] uint8
     options: FlowOptions,
-    conf_percentile: float,
-    min_confidence: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid pixels of one view that are confident, finite and textured: pixels [N, 2], points [N, 3], conf [N]."""
     height, width = grey.shape
     stride = options.stride
     rows = np.arange(stride // 2, height, stride)
     cols = np.arange(stride // 2, width, stride)
-    conf = confidence.double().cpu()
-    valid = confidence_mask(conf[None], conf_percentile, min_confidence)[0].numpy()
-    pts = points.double().cpu().numpy()
-    valid &= np.isfinite(pts).all(-1) & texture_mask(grey, options.min_gradient)
+    valid = np.isfinite(points).all(-1) & texture_mask(grey, options.min_gradient)
     grid_valid = valid[rows][:, cols]
     r, c = np.meshgrid(rows, cols, indexing="ij")
     r, c = r[grid_valid], c[grid_valid]
     pixels = np.stack([c + 0.5, r + 0.5], axis=-1).astype(np.float64)
-    return pixels, pts[r, c], conf.numpy()[r, c]
+    return pixels, points[r, c].astype(np.float64), confidence[r, c]
 
 
 def flow_tracks(
@@ -197,15 +192,13 @@ def flow_tracks(
     options = options or FlowOptions()
     count = len(greys)
     world_to_cam = np.linalg.inv(cam_to_world)
-    anchors = [
-        view_anchors(p, c, g, options, conf_percentile, min_confidence)
-        for p, c, g in zip(pointmaps, confidences, greys)
-    ]
-    global_maps = []
+    global_maps, confs = [], []  # per view: confident points (NaN elsewhere) [H, W, 3], confidence [H, W]
     for points, conf in zip(pointmaps, confidences):
-        mask = confidence_mask(conf.double().cpu()[None], conf_percentile, min_confidence)[0].numpy()
-        pts = points.float().cpu().numpy()
-        global_maps.append(np.where(mask[..., None], pts, np.nan))
+        conf = conf.double().cpu()
+        mask = confidence_mask(conf[None], conf_percentile, min_confidence)[0].numpy()
+        global_maps.append(np.where(mask[..., None], points.float().cpu().numpy(), np.nan))
+        confs.append(conf.numpy())
+    anchors = [view_anchors(p, c, g, options) for p, c, g in zip(global_maps, confs, greys)]
     pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
     local = threading.local()
 
