@@ -586,8 +586,6 @@ def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: Reconstru
     count = len(sizes)
     if options.refine_focal != "grouped":
         return np.arange(count)
-    if options.focal_mode != "per-view" and np.all(sizes == sizes[:1]) and np.all(intrinsics == intrinsics[:1]):
-        return np.zeros(count, dtype=np.int64)
     # Same size, focal within the tolerance of the group's smallest: sorted, a new group starts at each gap.
     group = np.empty(count, dtype=np.int64)
     next_group = 0
