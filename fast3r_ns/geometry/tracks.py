@@ -78,16 +78,10 @@ def sample_view(
     num_samples: int,
     conf_percentile: float = 10.0,
     min_confidence: float = 1.5,
-    score: torch.Tensor | None = None,  # [H, W]
-    min_score: float = float("-inf"),
 ) -> ViewSamples:
-    """Regular grid subsample (about ``num_samples`` cells) of the confident, finite pixels of one view: the cell
-    centres, or with ``score`` (e.g. a corner score) each cell's best pixel when it reaches
-    ``min_score``."""
+    """Regular grid subsample (about ``num_samples`` cells) of the confident, finite pixels of one view."""
     height, width = confidence.shape
     stride = max(1, int(math.floor(math.sqrt(height * width / max(1, num_samples)))))
-    if score is not None:
-        return _best_in_cells(points, confidence, stride, conf_percentile, min_confidence, score, min_score)
     rows = torch.arange(stride // 2, height, stride)
     cols = torch.arange(stride // 2, width, stride)
     grid_points = points[rows][:, cols].reshape(-1, 3).double().cpu()
@@ -96,30 +90,6 @@ def sample_view(
     ys, xs = torch.meshgrid(rows.double() + 0.5, cols.double() + 0.5, indexing="ij")
     pixels = torch.stack([xs, ys], dim=-1).reshape(-1, 2)[keep]
     return ViewSamples(pixels.numpy(), grid_points[keep].numpy(), grid_conf[keep].numpy(), stride)
-
-
-def _best_in_cells(
-    points: torch.Tensor,
-    confidence: torch.Tensor,
-    stride: int,
-    conf_percentile: float,
-    min_confidence: float,
-    score: torch.Tensor,
-    min_score: float,
-) -> ViewSamples:
-    height, width = confidence.shape
-    conf = confidence.double().cpu()
-    valid = confidence_mask(conf[None], conf_percentile, min_confidence)[0] & torch.isfinite(points.cpu()).all(-1)
-    valid &= score.cpu() >= min_score
-    rows, cols = height // stride, width // stride
-    masked = torch.where(valid, score.cpu().double(), float("-inf"))[: rows * stride, : cols * stride]
-    cells = masked.reshape(rows, stride, cols, stride).permute(0, 2, 1, 3).reshape(rows, cols, -1)
-    best_value, best = cells.max(-1)
-    cell_y, cell_x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    y = (cell_y * stride + best // stride)[torch.isfinite(best_value)]
-    x = (cell_x * stride + best % stride)[torch.isfinite(best_value)]
-    pixels = torch.stack([x.double() + 0.5, y.double() + 0.5], dim=-1)
-    return ViewSamples(pixels.numpy(), points[y, x].double().cpu().numpy(), conf[y, x].numpy(), stride)
 
 
 def candidate_pairs(
@@ -336,13 +306,10 @@ def local_affine(
     pointmap: torch.Tensor,  # [H, W, 3]
     pixel: np.ndarray,  # [n, 2] continuous network pixels
     window: int = 4,
-    robust: bool = False,
-    iterations: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Affine fit X(centre + d) ~ mean + jacobian d of a pointmap over the (2 window + 1)^2 pixels around each
     pixel's cell (moved inside the image). Returns mean [n, 3], jacobian [n, 3, 2] (per network pixel) and the
-    window centre [n, 2]. Plain least squares is a box mean and two ramp filters; ``robust`` reweights
-    (Cauchy, scale from the median residual) so outliers of the pointmap do not tilt the fit."""
+    window centre [n, 2] (least squares over the whole window; NaN where a pixel of it is not finite)."""
     grid = pointmap.double().cpu()
     height, width = grid.shape[:2]
     offsets = torch.arange(-window, window + 1, dtype=torch.float64)
@@ -354,17 +321,10 @@ def local_affine(
     ys, xs = torch.meshgrid(offsets, offsets, indexing="ij")
     design = torch.stack([torch.ones_like(xs), xs, ys], dim=-1).reshape(-1, 3)  # [K*K, 3]
     finite = torch.isfinite(patch).all(-1)
-    weights = finite.double()
+    weighted = design[None] * finite.double()[..., None]  # [n, K*K, 3]
     patch = torch.where(finite[..., None], patch, 0.0)
-    for step in range(iterations if robust else 1):
-        weighted = design[None] * weights[..., None]  # [n, K*K, 3]
-        normal = weighted.transpose(1, 2) @ design[None]
-        coef = torch.linalg.solve_ex(normal, weighted.transpose(1, 2) @ patch)[0]  # [n, 3, 3]
-        if step + 1 < iterations and robust:
-            residual = (patch - design[None] @ coef).norm(dim=-1)
-            scale = 2.0 * residual.median(dim=-1, keepdim=True).values.clamp(min=1e-12)
-            weights = finite / (1.0 + (residual / scale) ** 2)
-    if not robust:
-        coef[~finite.all(-1)] = float("nan")  # plain fits need the whole window
+    normal = weighted.transpose(1, 2) @ design[None]
+    coef = torch.linalg.solve_ex(normal, weighted.transpose(1, 2) @ patch)[0]  # [n, 3, 3]
+    coef[~finite.all(-1)] = float("nan")  # the fit needs the whole window
     centre = np.stack([col + 0.5, row + 0.5], axis=-1)
     return coef[:, 0].numpy(), coef[:, 1:].transpose(1, 2).numpy(), centre
