@@ -1,10 +1,11 @@
-"""Bundle adjustment with pycolmap on tracks taken from the pointmaps themselves (``geometry.tracks``).
+"""Bundle adjustment with pycolmap on multi-view tracks (``geometry.tracks``, ``geometry.flow``).
 
-Cameras, points and observations go into a ``pycolmap.Reconstruction`` (one camera per image, or one shared),
-pycolmap's Ceres bundle adjustment refines poses, focal lengths (optionally principal points and one radial
-distortion coefficient) and points under a robust loss, observations with a large reprojection error are removed
-and the problem is solved again. The result is moved back onto the input's world frame (the similarity that maps
-the refined track points onto their initial positions), so the pointmaps' dense cloud stays valid.
+Cameras, points and observations go into a ``pycolmap.Reconstruction`` (one camera per image, or one per group of
+images sharing a focal), pycolmap's Ceres bundle adjustment refines poses, focal lengths (optionally principal
+points and one radial distortion coefficient) and points under a robust loss, observations with a large
+reprojection error are removed and the problem is solved again. The result is moved back onto the input's world
+frame (the similarity that maps the refined track points onto their initial positions), so the pointmaps' dense
+cloud stays valid.
 Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV axes, camera-to-world poses).
 """
 
@@ -29,10 +30,8 @@ class BundleOptions:
     """Refine the principal points (weakly constrained without many views per camera). Default is False."""
     refine_distortion: bool = False
     """Add and refine one radial distortion coefficient per camera (SIMPLE_RADIAL). Default is False."""
-    shared_camera: bool = False
-    """One camera for all images (refines one focal). Default is False."""
     camera_groups: np.ndarray | None = None
-    """[V] int: images with the same group share one camera (one focal; overrides ``shared_camera``); None: one
+    """[V] int: images with the same group share one camera (one focal; all zeros: one camera for all); None: one
     camera per image. Default is None."""
     constant_poses: np.ndarray | None = None
     """[V] bool: images whose pose stays as given (the others' gauge then follows them). Default is None."""
@@ -69,7 +68,7 @@ def _camera_groups(options: BundleOptions, count: int) -> np.ndarray:
     """[V] camera index (0-based, consecutive) of each image."""
     if options.camera_groups is not None:
         return np.unique(np.asarray(options.camera_groups), return_inverse=True)[1].reshape(-1)
-    return np.zeros(count, dtype=np.int64) if options.shared_camera else np.arange(count)
+    return np.arange(count)
 
 
 def reprojection_errors(
