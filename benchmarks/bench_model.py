@@ -19,8 +19,6 @@ from benchmarks.common import RESULTS, append, commit, device_name, device_slug,
 from fast3r_ns.model import Fast3R, Fast3RConfig, default_image_ids  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-MODES = DTYPES | {"bf16-fp8attn": torch.bfloat16}
-"""Model variants --dtypes can name: a dtype, or bf16 with the decoder's global attention in FP8."""
 
 
 def build(dtype: torch.dtype, device: str, seed: int = 0) -> Fast3R:
@@ -28,14 +26,6 @@ def build(dtype: torch.dtype, device: str, seed: int = 0) -> Fast3R:
         model = Fast3R(Fast3RConfig())
     randomize_weights(model, seed)
     return model.to(dtype).eval()
-
-
-def build_mode(name: str, device: str) -> Fast3R:
-    """``build`` for a MODES name (FP8 decoder attention for "bf16-fp8attn")."""
-    model = build(MODES[name], device)
-    if name.endswith("fp8attn"):
-        model.set_fp8_attention(True)
-    return model
 
 
 def images(
@@ -152,7 +142,7 @@ def sdpa_backends(tokens: int, device: str, layouts: bool = False) -> Iterator[d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--views", type=int, nargs="*", default=[8, 64, 256])
-    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(MODES))
+    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(DTYPES))
     parser.add_argument("--compare", type=int, nargs="*", default=[8, 64], help="views for bf16-vs-fp32 checks")
     parser.add_argument("--official", type=Path, default=None, help="official checkout: time it as the baseline")
     parser.add_argument("--official-max-views", type=int, default=1000, help="the official code fails beyond 1000")
@@ -181,7 +171,7 @@ def main() -> None:
             append(out, base | {"case": "sdpa_backend", "views": views} | record)
     if not args.views and not args.compare:
         return
-    models = {name: build_mode(name, args.device) for name in args.dtypes}
+    models = {name: build(DTYPES[name], args.device) for name in args.dtypes}
     for model in models.values():
         model.output_device = args.output_device
     if args.compare:

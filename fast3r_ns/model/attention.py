@@ -39,13 +39,6 @@ tokens but 415 at 768k on an H200. 0 disables blocking."""
 Q_BLOCK_TOKENS = 196608
 """Queries per blocked call (bounds the float32 accumulator)."""
 
-FP8_MIN_TOKENS = 16384
-"""With FP8 attention asked for, only attentions over at least this many keys use it (the decoder's global
-attention; the encoder's per-view attention stays in bf16). Default is 16384."""
-
-FP8_KV_BLOCK_TOKENS = 49152
-"""Key/value block of FP8 attention over long sequences (as ``KV_BLOCK_TOKENS``); 0 runs one fused call."""
-
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
     """(out [B, H, Nq, D] in q's dtype, log-sum-exp [B, H, Nq] float32) of softmax attention."""
@@ -88,19 +81,10 @@ def blocked_attention(
     return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, fp8: bool = False) -> torch.Tensor:
-    """Softmax attention. q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim].
-
-    ``fp8``: on CUDA, attentions over at least ``FP8_MIN_TOKENS`` keys run in FP8 (``fp8_attention``).
-    """
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention. q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
     if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    if fp8 and k.shape[2] >= FP8_MIN_TOKENS:
-        from .fp8_attention import fp8_attention_with_lse
-
-        if FP8_KV_BLOCK_TOKENS and k.shape[2] > 2 * FP8_KV_BLOCK_TOKENS:
-            return blocked_attention(q, k, v, scale, FP8_KV_BLOCK_TOKENS, Q_BLOCK_TOKENS, fp8_attention_with_lse)
-        return fp8_attention_with_lse(q, k, v, scale, with_lse=False)[0]
     if KV_BLOCK_TOKENS and k.shape[2] > 2 * KV_BLOCK_TOKENS and q.dtype in (torch.float16, torch.bfloat16):
         return blocked_attention(q, k, v, scale, KV_BLOCK_TOKENS, Q_BLOCK_TOKENS)
     if USE_FLASH_ATTN and FLASH_ATTN_AVAILABLE and q.dtype in (torch.float16, torch.bfloat16):
@@ -122,8 +106,6 @@ class Attention(nn.Module):
         self.rope = rope
         self.compute_dtype: torch.dtype | None = None
         """Dtype of the score/softmax part (e.g. bf16 for parity with the official CUDA path); None = input dtype."""
-        self.fp8 = False
-        """Long attentions in FP8 (see ``fast3r_ns.model.fp8_attention``); set by ``Fast3R.set_fp8_attention``."""
         self.sequence_parallel = None
         """Set by ``fast3r_ns.model.parallel`` on decoder blocks: attention over the tokens of all ranks."""
 
@@ -139,6 +121,6 @@ class Attention(nn.Module):
         if self.sequence_parallel is not None:
             out = self.sequence_parallel.attention(q, k, v, self.scale)
         else:
-            out = attention(q, k, v, self.scale, fp8=self.fp8)
+            out = attention(q, k, v, self.scale)
         out = out.to(x.dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

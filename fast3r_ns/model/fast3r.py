@@ -59,20 +59,6 @@ class Fast3R(nn.Module):
             if hasattr(module, "compute_dtype"):
                 module.compute_dtype = dtype
 
-    def set_fp8_attention(self, enabled: bool = True) -> None:
-        """Run the decoder's global attention in FP8 on Hopper GPUs (faster, less exact; see ``fp8_attention``).
-
-        Raises RuntimeError, saying why, when enabling it on a model whose device cannot run it.
-        """
-        if enabled:
-            from .fp8_attention import fp8_unavailable_reason
-
-            reason = fp8_unavailable_reason(self.encoder.patch_embed.proj.weight.device)
-            if reason:
-                raise RuntimeError(reason)
-        for block in self.decoder.dec_blocks:
-            block.attn.fp8 = enabled
-
     def forward(self, views: list[torch.Tensor], image_ids: torch.Tensor | None = None) -> list[Output]:
         """Predict pointmaps for all views jointly.
 
