@@ -26,19 +26,21 @@ from fast3r_ns.model import triton_attention as triton_module  # noqa: E402
 HEADS, HEAD_DIM = 16, 64
 SCALE = HEAD_DIM**-0.5
 
+BASE = {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2}
 SWEEP = [
-    {"BLOCK_M": 128, "SUB_N": 128, "PARTS": 1, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 4, "num_stages": 2},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 4, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 128, "SUB_N": 32, "PARTS": 4, "POLY_PARTS": 1, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 3, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 64, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_M": 256, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 2},
+    BASE,
+    BASE | {"WARP_SPECIALIZE": True},
+    BASE | {"HALF_EXP": 1},
+    BASE | {"HALF_EXP": 1, "FP16": True},
+    BASE | {"FP16": True},
+    BASE | {"HALF_EXP": 1, "WARP_SPECIALIZE": True},
+    BASE | {"num_warps": 4, "num_stages": 3},
+    BASE | {"num_stages": 3, "HALF_EXP": 1},
+    {"BLOCK_M": 64, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 4, "num_stages": 3, "HALF_EXP": 1},
+    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 1, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 3},
+    BASE | {"POLY_PARTS": 1, "HALF_EXP": 1},
 ]
-"""Triton configurations tried by --sweep (POLY_PARTS of PARTS key sub-blocks use the polynomial exp2)."""
+"""Triton configurations tried by --sweep (see ``triton_attention.DEFAULT_CONFIG`` for the keys)."""
 
 
 def strided_qkv(tokens: int, q_gain: float, seed: int) -> list[torch.Tensor]:
@@ -104,7 +106,7 @@ def main() -> None:
         print(f"{tokens:>7} gain {q_gain:g} {case:<14} {row['tflops_per_s']:6.1f} TFLOP/s err {error:.5f} {extra}")
         return row
 
-    configs = json.loads(args.configs) if args.configs else SWEEP[2:4]
+    configs = json.loads(args.configs) if args.configs else SWEEP[:2]
     if args.sweep:
         q, k, v = strided_qkv(args.sweep, 1.0, seed=1)
         seconds, result = measure(cudnn, q, k, v, 5)

@@ -38,9 +38,21 @@ if TRITON_AVAILABLE:
         return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _exp2_half(x, DTYPE: tl.constexpr):
+        """2^x of fp32 x through the packed half-precision instruction (two results per instruction)."""
+        if DTYPE == tl.float16:
+            return tl.inline_asm_elementwise(
+                "ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)], dtype=tl.float16, is_pure=True, pack=2
+            )
+        return tl.inline_asm_elementwise(
+            "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)], dtype=tl.bfloat16, is_pure=True, pack=2
+        )
+
+    @triton.jit
     def _attend_part(
-        acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_offsets, kv_len, scale_log2, POLY: tl.constexpr, MASK: tl.constexpr
-    ):
+        acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_offsets, kv_len, scale_log2,
+        POLY: tl.constexpr, HALF: tl.constexpr, MASK: tl.constexpr,
+    ):  # fmt: skip
         if MASK:
             kv_ok = kv_offsets < kv_len
             k = tl.load(k_ptrs, mask=kv_ok[None, :], other=0.0)
@@ -54,12 +66,17 @@ if TRITON_AVAILABLE:
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.math.exp2(m_i - m_new)
         if POLY:
-            p = _exp2_poly(s - m_new[:, None])
+            p = _exp2_poly(s - m_new[:, None]).to(v.dtype)
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+        elif HALF:
+            p = _exp2_half(s - m_new[:, None], v.dtype)
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         else:
-            p = tl.math.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+            p32 = tl.math.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p32, 1)
+            p = p32.to(v.dtype)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = tl.dot(p, v, acc)
         return acc, m_new, l_i
 
     @triton.jit
@@ -68,15 +85,15 @@ if TRITON_AVAILABLE:
         sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
         heads, q_len, kv_len, scale_log2,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, SUB_N: tl.constexpr, PARTS: tl.constexpr,
-        POLY_PARTS: tl.constexpr, WRITE_LSE: tl.constexpr,
+        POLY_PARTS: tl.constexpr, HALF_EXP: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, WRITE_LSE: tl.constexpr,
     ):  # fmt: skip
         pid_m = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // heads
         h = bh % heads
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # offsets pass 2^31 at 768k tokens
         dims = tl.arange(0, HEAD_DIM)
-        sub = tl.arange(0, SUB_N)
+        sub = tl.arange(0, SUB_N).to(tl.int64)
         row_ok = rows < q_len
         q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :], mask=row_ok[:, None], other=0.0)
         k_base = K + b * skb + h * skh + dims[:, None]  # K read transposed: [D, SUB_N] tiles
@@ -85,18 +102,18 @@ if TRITON_AVAILABLE:
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         full_end = (kv_len // (SUB_N * PARTS)) * (SUB_N * PARTS)
-        for start in range(0, full_end, SUB_N * PARTS):
+        for start in tl.range(0, full_end, SUB_N * PARTS, warp_specialize=WARP_SPECIALIZE):
             for part in tl.static_range(PARTS):
                 offs = start + part * SUB_N + sub
                 acc, m_i, l_i = _attend_part(
                     acc, m_i, l_i, q, k_base + offs[None, :] * skn, v_base + offs[:, None] * svn, offs, kv_len,
-                    scale_log2, part >= PARTS - POLY_PARTS, False,
+                    scale_log2, part >= PARTS - POLY_PARTS, HALF_EXP, False,
                 )  # fmt: skip
         for start in range(full_end, kv_len, SUB_N):
             offs = start + sub
             acc, m_i, l_i = _attend_part(
                 acc, m_i, l_i, q, k_base + offs[None, :] * skn, v_base + offs[:, None] * svn, offs, kv_len,
-                scale_log2, False, True,
+                scale_log2, False, False, True,
             )  # fmt: skip
         out = acc / l_i[:, None]
         tl.store(
@@ -108,8 +125,10 @@ if TRITON_AVAILABLE:
             tl.store(Lse + bh * q_len + rows, (m_i + tl.math.log2(l_i)) / 1.4426950408889634, mask=row_ok)
 
 
-DEFAULT_CONFIG = {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 1, "num_warps": 8, "num_stages": 2}
-"""Tile sizes, the share of exponentials done by polynomial (POLY_PARTS of PARTS sub-blocks) and launch settings."""
+DEFAULT_CONFIG = {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2}
+"""Tile sizes, the share of exponentials done by polynomial (POLY_PARTS of PARTS sub-blocks) and launch settings;
+optional: HALF_EXP (the other sub-blocks' exponentials as packed half-precision instructions), WARP_SPECIALIZE,
+FP16 (inputs converted to fp16 first)."""
 
 
 def triton_attention(
@@ -129,8 +148,11 @@ def triton_attention(
     batch, heads, q_len, head_dim = q.shape
     if head_dim != 64 or any(t.stride(-1) != 1 for t in (q, k, v)):
         raise ValueError("triton_attention takes head dim 64 with a contiguous last dimension")
-    cfg = DEFAULT_CONFIG | (config or {})
-    out = torch.empty(batch, q_len, heads, head_dim, device=q.device, dtype=q.dtype).transpose(1, 2)
+    cfg = {"HALF_EXP": 0, "WARP_SPECIALIZE": False, "FP16": False} | DEFAULT_CONFIG | (config or {})
+    dtype = q.dtype
+    if cfg["FP16"]:
+        q, k, v = q.half(), k.half(), v.half()
+    out = torch.empty(batch, q_len, heads, head_dim, device=q.device, dtype=dtype).transpose(1, 2)
     lse = torch.empty(batch, heads, q_len, device=q.device, dtype=torch.float32) if with_lse else out
     grid = (triton.cdiv(q_len, cfg["BLOCK_M"]), batch * heads)
     _attention_fwd[grid](
@@ -138,7 +160,8 @@ def triton_attention(
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         heads, q_len, k.shape[2], scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_M=cfg["BLOCK_M"], SUB_N=cfg["SUB_N"], PARTS=cfg["PARTS"],
-        POLY_PARTS=cfg["POLY_PARTS"], WRITE_LSE=with_lse, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        POLY_PARTS=cfg["POLY_PARTS"], HALF_EXP=cfg["HALF_EXP"], WARP_SPECIALIZE=cfg["WARP_SPECIALIZE"],
+        WRITE_LSE=with_lse, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     return out, (lse if with_lse else None)
 
