@@ -28,17 +28,17 @@ SCALE = HEAD_DIM**-0.5
 
 BASE = {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2}
 SWEEP = [
-    BASE,
-    BASE | {"WARP_SPECIALIZE": True},
-    BASE | {"HALF_EXP": 1},
-    BASE | {"HALF_EXP": 1, "FP16": True},
-    BASE | {"FP16": True},
-    BASE | {"HALF_EXP": 1, "WARP_SPECIALIZE": True},
-    BASE | {"num_warps": 4, "num_stages": 3},
-    BASE | {"num_stages": 3, "HALF_EXP": 1},
-    {"BLOCK_M": 64, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 4, "num_stages": 3, "HALF_EXP": 1},
-    {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 1, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 3},
-    BASE | {"POLY_PARTS": 1, "HALF_EXP": 1},
+    BASE | {"num_stages": 3, "PARTS": 1},
+    BASE | {"num_stages": 3, "PARTS": 1, "HALF_EXP": 1},
+    BASE | {"TMA": True},
+    BASE | {"TMA": True, "HALF_EXP": 1},
+    BASE | {"TMA": True, "HALF_EXP": 1, "num_stages": 3},
+    BASE | {"TMA": True, "HALF_EXP": 1, "PARTS": 1, "num_stages": 3},
+    BASE | {"TMA": True, "HALF_EXP": 1, "WARP_SPECIALIZE": True},
+    BASE | {"TMA": True, "HALF_EXP": 1, "FP16": True},
+    BASE | {"TMA": True, "PARTS": 1, "num_stages": 3},
+    BASE | {"TMA": True, "HALF_EXP": 1, "SUB_N": 128, "PARTS": 1, "num_stages": 3},
+    BASE | {"TMA": True, "HALF_EXP": 1, "num_warps": 4, "num_stages": 3},
 ]
 """Triton configurations tried by --sweep (see ``triton_attention.DEFAULT_CONFIG`` for the keys)."""
 

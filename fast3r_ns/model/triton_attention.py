@@ -41,12 +41,14 @@ if TRITON_AVAILABLE:
     def _exp2_half(x, DTYPE: tl.constexpr):
         """2^x of fp32 x through the packed half-precision instruction (two results per instruction)."""
         if DTYPE == tl.float16:
-            return tl.inline_asm_elementwise(
+            y = tl.inline_asm_elementwise(
                 "ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)], dtype=tl.float16, is_pure=True, pack=2
             )
-        return tl.inline_asm_elementwise(
-            "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)], dtype=tl.bfloat16, is_pure=True, pack=2
-        )
+        else:
+            y = tl.inline_asm_elementwise(
+                "ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)], dtype=tl.bfloat16, is_pure=True, pack=2
+            )
+        return y
 
     @triton.jit
     def _attend_part(
@@ -60,19 +62,19 @@ if TRITON_AVAILABLE:
         else:
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        s = tl.dot(q, k) * scale_log2  # base-2 exponent units
+        s = tl.dot(q, k)  # raw scores; x = s * scale_log2 - m is one FMA
         if MASK:
             s = tl.where(kv_ok[None, :], s, -float("inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
         alpha = tl.math.exp2(m_i - m_new)
         if POLY:
-            p = _exp2_poly(s - m_new[:, None]).to(v.dtype)
+            p = _exp2_poly(s * scale_log2 - m_new[:, None]).to(v.dtype)
             l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         elif HALF:
-            p = _exp2_half(s - m_new[:, None], v.dtype)
+            p = _exp2_half(s * scale_log2 - m_new[:, None], v.dtype)
             l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
         else:
-            p32 = tl.math.exp2(s - m_new[:, None])
+            p32 = tl.math.exp2(s * scale_log2 - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p32, 1)
             p = p32.to(v.dtype)
         acc = acc * alpha[:, None]
@@ -124,6 +126,68 @@ if TRITON_AVAILABLE:
         if WRITE_LSE:
             tl.store(Lse + bh * q_len + rows, (m_i + tl.math.log2(l_i)) / 1.4426950408889634, mask=row_ok)
 
+    @triton.jit
+    def _attend_tile(acc, m_i, l_i, q, k_desc, v_desc, kv_start, kv_len, scale_log2,
+                     POLY: tl.constexpr, HALF: tl.constexpr, MASK: tl.constexpr, SUB_N: tl.constexpr):  # fmt: skip
+        k = k_desc.load([kv_start, 0])
+        v = v_desc.load([kv_start, 0])
+        s = tl.dot(q, k.T)  # raw scores; x = s * scale_log2 - m is one FMA
+        if MASK:
+            s = tl.where((kv_start + tl.arange(0, SUB_N) < kv_len)[None, :], s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
+        alpha = tl.math.exp2(m_i - m_new)
+        if POLY:
+            p = _exp2_poly(s * scale_log2 - m_new[:, None]).to(v.dtype)
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+        elif HALF:
+            p = _exp2_half(s * scale_log2 - m_new[:, None], v.dtype)
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), 1)
+        else:
+            p32 = tl.math.exp2(s * scale_log2 - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p32, 1)
+            p = p32.to(v.dtype)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p, v, acc)
+        return acc, m_new, l_i
+
+    @triton.jit
+    def _attention_fwd_tma(
+        Q, K, V, Out, Lse,
+        sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+        heads, q_len, kv_len, scale_log2,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, SUB_N: tl.constexpr, PARTS: tl.constexpr,
+        POLY_PARTS: tl.constexpr, HALF_EXP: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, WRITE_LSE: tl.constexpr,
+    ):  # fmt: skip
+        pid_m = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = (bh // heads).to(tl.int64)
+        h = (bh % heads).to(tl.int64)
+        q_desc = tl.make_tensor_descriptor(Q + b * sqb + h * sqh, [q_len, HEAD_DIM], [sqn, 1], [BLOCK_M, HEAD_DIM])
+        k_desc = tl.make_tensor_descriptor(K + b * skb + h * skh, [kv_len, HEAD_DIM], [skn, 1], [SUB_N, HEAD_DIM])
+        v_desc = tl.make_tensor_descriptor(V + b * svb + h * svh, [kv_len, HEAD_DIM], [svn, 1], [SUB_N, HEAD_DIM])
+        o_desc = tl.make_tensor_descriptor(Out + b * sob + h * soh, [q_len, HEAD_DIM], [son, 1], [BLOCK_M, HEAD_DIM])
+        q = q_desc.load([pid_m * BLOCK_M, 0])
+        m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        full_end = (kv_len // (SUB_N * PARTS)) * (SUB_N * PARTS)
+        for start in tl.range(0, full_end, SUB_N * PARTS, warp_specialize=WARP_SPECIALIZE):
+            for part in tl.static_range(PARTS):
+                acc, m_i, l_i = _attend_tile(
+                    acc, m_i, l_i, q, k_desc, v_desc, start + part * SUB_N, kv_len, scale_log2,
+                    part >= PARTS - POLY_PARTS, HALF_EXP, False, SUB_N,
+                )  # fmt: skip
+        for start in range(full_end, kv_len, SUB_N):
+            acc, m_i, l_i = _attend_tile(
+                acc, m_i, l_i, q, k_desc, v_desc, start, kv_len, scale_log2, False, False, True, SUB_N
+            )  # fmt: skip
+        out = acc / l_i[:, None]
+        o_desc.store([pid_m * BLOCK_M, 0], out.to(Out.dtype.element_ty))
+        if WRITE_LSE:
+            rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            lse = (m_i + tl.math.log2(l_i)) / 1.4426950408889634
+            tl.store(Lse + bh.to(tl.int64) * q_len + rows, lse, mask=rows < q_len)
+
 
 DEFAULT_CONFIG = {"BLOCK_M": 128, "SUB_N": 64, "PARTS": 2, "POLY_PARTS": 0, "num_warps": 8, "num_stages": 2}
 """Tile sizes, the share of exponentials done by polynomial (POLY_PARTS of PARTS sub-blocks) and launch settings;
@@ -148,14 +212,18 @@ def triton_attention(
     batch, heads, q_len, head_dim = q.shape
     if head_dim != 64 or any(t.stride(-1) != 1 for t in (q, k, v)):
         raise ValueError("triton_attention takes head dim 64 with a contiguous last dimension")
-    cfg = {"HALF_EXP": 0, "WARP_SPECIALIZE": False, "FP16": False} | DEFAULT_CONFIG | (config or {})
+    cfg = {"HALF_EXP": 0, "WARP_SPECIALIZE": False, "FP16": False, "TMA": False} | DEFAULT_CONFIG | (config or {})
     dtype = q.dtype
     if cfg["FP16"]:
         q, k, v = q.half(), k.half(), v.half()
     out = torch.empty(batch, q_len, heads, head_dim, device=q.device, dtype=dtype).transpose(1, 2)
     lse = torch.empty(batch, heads, q_len, device=q.device, dtype=torch.float32) if with_lse else out
     grid = (triton.cdiv(q_len, cfg["BLOCK_M"]), batch * heads)
-    _attention_fwd[grid](
+    kernel = _attention_fwd
+    if cfg["TMA"]:
+        _ensure_allocator()
+        kernel = _attention_fwd_tma
+    kernel[grid](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         heads, q_len, k.shape[2], scale * LOG2E,
@@ -164,6 +232,11 @@ def triton_attention(
         WRITE_LSE=with_lse, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )  # fmt: skip
     return out, (lse if with_lse else None)
+
+
+def _ensure_allocator() -> None:
+    """Device-side tensor descriptors need scratch memory from torch's allocator."""
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
 
 
 def triton_attention_with_lse(q, k, v, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
