@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,24 +48,15 @@ def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
 
 
 def blocked_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    kv_block: int,
-    q_block: int,
-    attend: Callable[..., tuple[torch.Tensor, torch.Tensor]] = attention_with_lse,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kv_block: int, q_block: int
 ) -> torch.Tensor:
-    """Attention as a log-sum-exp merge over key/value blocks (exact up to ``attend``'s own rounding).
-
-    q, k, v: [B, H, N, D] -> [B, H, Nq, D]; ``attend(q, k, v, scale)`` -> (out, log-sum-exp [B, H, Nq] float32).
-    """
+    """Exact attention as a log-sum-exp merge over key/value blocks. q, k, v: [B, H, N, D] -> [B, H, Nq, D]."""
     out = torch.empty_like(q)
     for q_start in range(0, q.shape[2], q_block):
         q_part = q[:, :, q_start : q_start + q_block]
         acc, lse_acc = None, None
         for kv_start in range(0, k.shape[2], kv_block):
-            part, lse = attend(
+            part, lse = attention_with_lse(
                 q_part, k[:, :, kv_start : kv_start + kv_block], v[:, :, kv_start : kv_start + kv_block], scale
             )
             if acc is None:
@@ -117,10 +106,6 @@ class Attention(nn.Module):
         if self.rope is not None:
             q, k = self.rope(q, pos), self.rope(k, pos)
         dtype = self.compute_dtype or q.dtype
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        if self.sequence_parallel is not None:
-            out = self.sequence_parallel.attention(q, k, v, self.scale)
-        else:
-            out = attention(q, k, v, self.scale)
-        out = out.to(x.dtype)
+        compute = attention if self.sequence_parallel is None else self.sequence_parallel.attention
+        out = compute(q.to(dtype), k.to(dtype), v.to(dtype), self.scale).to(x.dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
