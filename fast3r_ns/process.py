@@ -480,6 +480,9 @@ class _ImageWriter:
     a thread pool in the background from ``__enter__`` on; ``wait()`` re-raises the first failure. Leaving the block
     early (an error elsewhere) cancels what has not started."""
 
+    background = True
+    """Write while the network runs; False starts the writes in ``wait()`` (bench_pipeline's comparison)."""
+
     def __init__(
         self,
         sources: list[_Source],
@@ -511,10 +514,14 @@ class _ImageWriter:
         self._warnings.__enter__()
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fast3r-ns-images")
-        self._jobs = [self._pool.submit(write, s, size) for s, size in zip(sources, sizes)]
+        self._submit = lambda: [self._pool.submit(write, s, size) for s, size in zip(sources, sizes)]
+        if self.background:
+            self._jobs = self._submit()
         return self
 
     def wait(self) -> None:
+        if self._pool is not None and not self._jobs:
+            self._jobs = self._submit()
         for job in self._jobs:
             job.result()
 
