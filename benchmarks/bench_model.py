@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--official-max-views", type=int, default=1000, help="the official code fails beyond 1000")
     parser.add_argument("--sdpa", type=int, nargs="*", default=[], help="views: time SDPA backends at that size")
     parser.add_argument("--output-device", default=None, help="move outputs there per head chunk (e.g. cpu)")
+    parser.add_argument("--sync-output-copies", action="store_true", help="blocking output copies (the old way)")
     parser.add_argument("--kv-block", type=int, default=None, help="attention KV block tokens (0: plain SDPA)")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=512)
@@ -158,6 +159,10 @@ def main() -> None:
         import fast3r_ns.model.attention as attention_module
 
         attention_module.KV_BLOCK_TOKENS = args.kv_block
+    if args.sync_output_copies:
+        import fast3r_ns.model.fast3r as fast3r_module
+
+        fast3r_module.OVERLAP_OUTPUT_COPIES = False
     torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32
     torch.backends.cudnn.allow_tf32 = False
     out = args.out or RESULTS / f"model_{device_slug()}.jsonl"
@@ -166,6 +171,7 @@ def main() -> None:
     from fast3r_ns.model import attention as attention_module
 
     base |= {"kv_block": attention_module.KV_BLOCK_TOKENS, "output_device": args.output_device}
+    base |= {"output_copies": "sync" if args.sync_output_copies else "overlapped"}
     for views in args.sdpa:
         for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
             append(out, base | {"case": "sdpa_backend", "views": views} | record)

@@ -18,6 +18,10 @@ Output = dict[str, torch.Tensor]
 OUTPUT_KEYS = ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local")
 """Keys of each per-view output dict (the official names)."""
 
+OVERLAP_OUTPUT_COPIES = True
+"""With ``output_device="cpu"`` on a GPU, copy outputs into pinned memory on a side stream while the next head chunk
+runs (False: plain blocking copies; bench_model's ``--sync-output-copies``). Default is True."""
+
 
 class Fast3R(nn.Module):
     """The released Fast3R architecture, checkpoint-compatible with ``jedyang97/Fast3R_ViT_Large_512``."""
@@ -114,6 +118,7 @@ class Fast3R(nn.Module):
         for view in views:
             bounds.append(bounds[-1] + (view.shape[-2] // patch) * (view.shape[-1] // patch))
         outputs: list[Output] = [{} for _ in views]
+        move = _OutputMover(self.output_device, hooked[0].device)
         for (height, width), indices in self._groups(views).items():
             for chunk in [indices[i : i + self.head_chunk_size] for i in range(0, len(indices), self.head_chunk_size)]:
                 # tokens of the chunk's views, view-major: [len(chunk) * B, P, C]
@@ -124,8 +129,39 @@ class Fast3R(nn.Module):
                     results["pts3d_local"] = self.downstream_head_local(tokens, grid)
                 for name, (points, conf) in results.items():
                     conf_name = "conf" if name == "pts3d_in_other_view" else "conf_local"
-                    if self.output_device is not None:
-                        points, conf = points.to(self.output_device), conf.to(self.output_device)
+                    points, conf = move(points), move(conf)
                     for i, p, c in zip(chunk, points.split(batch), conf.split(batch)):
                         outputs[i][name], outputs[i][conf_name] = p, c
+        move.finish()
         return outputs
+
+
+class _OutputMover:
+    """Moves head outputs to ``target`` as they come. From a CUDA device to the CPU the copies go into pinned memory
+    on a side stream, so they overlap the next chunk's heads; ``finish()`` waits for them."""
+
+    def __init__(self, target: torch.device | str | None, source: torch.device) -> None:
+        self.target = None if target is None else torch.device(target)
+        self.stream = None
+        cpu_from_gpu = self.target is not None and self.target.type == "cpu" and source.type == "cuda"
+        if OVERLAP_OUTPUT_COPIES and cpu_from_gpu:
+            self.stream = torch.cuda.Stream(source)
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.target is None:
+            return tensor
+        if self.stream is None:
+            return tensor.to(self.target)
+        try:
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        except RuntimeError:  # no page-locked memory to be had: a plain blocking copy
+            return tensor.to(self.target)
+        self.stream.wait_stream(torch.cuda.current_stream(tensor.device))
+        with torch.cuda.stream(self.stream):
+            host.copy_(tensor, non_blocking=True)
+        tensor.record_stream(self.stream)  # the caching allocator must not reuse it before the copy ends
+        return host
+
+    def finish(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
