@@ -171,7 +171,8 @@ def main() -> None:
     from fast3r_ns.model import attention as attention_module
 
     base |= {"kv_block": attention_module.KV_BLOCK_TOKENS, "output_device": args.output_device}
-    base |= {"output_copies": "sync" if args.sync_output_copies else "overlapped"}
+    if args.output_device:
+        base |= {"output_copies": "sync" if args.sync_output_copies else "overlapped"}
     for views in args.sdpa:
         for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
             append(out, base | {"case": "sdpa_backend", "views": views} | record)

@@ -1,4 +1,5 @@
-"""Outputs moved to the CPU as each head chunk finishes equal the outputs kept where the model runs."""
+"""Outputs moved from the GPU to the CPU as each head chunk finishes (pinned memory, side stream) equal the outputs
+kept on the GPU. GPU only: on a CPU the move is a no-op; the GPU run is in benchmarks/results/gpu_tests_h100.log."""
 
 from __future__ import annotations
 
@@ -28,10 +29,6 @@ def compare(model, views) -> list[dict]:
             assert b[key].device.type == "cpu"
             torch.testing.assert_close(b[key], a[key].cpu(), rtol=0, atol=0)
     return moved
-
-
-def test_cpu_output_device_on_cpu(tiny_dir):
-    compare(*load(tiny_dir, "cpu"))
 
 
 @pytest.mark.gpu
