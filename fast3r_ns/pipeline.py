@@ -134,9 +134,10 @@ class ReconstructOptions:
     cloud stays undistorted (the pointmaps are). Default is False."""
     refine_points: bool | None = None
     """Let the track points move in the bundle adjustment (classic bundle adjustment). Off, they stay at the
-    pointmaps' 3-D positions and only the cameras move, which keeps the pointmaps' metric shape but also their
-    errors. None: free with "flow" tracks, constant with "pointmaps" tracks (free points on pointmap tracks
-    let long narrow sequences bend: measured 4x larger rotation errors on the synthetic arcs). Default is None."""
+    pointmaps' 3-D positions and only the cameras move, which keeps the pointmaps' drift-free global shape but also
+    their local errors. None: free with "flow" tracks up to ``refine_large_views`` views, constant above it and with
+    "pointmaps" tracks (free points let long sequences bend: on the synthetic 300-degree arcs, 4x larger rotation
+    errors with pointmap tracks, 8-10x with flow tracks at 400 and 1000 views; docs/refine.md). Default is None."""
     refine_max_error: float = 4.0
     """Observations reprojecting farther than this (original-image pixels) are dropped between the rounds of the
     bundle adjustment. Default is 4.0."""
@@ -521,6 +522,7 @@ def _refine(
 
 # Values of the None/"auto" refinement options: (up to ``refine_large_views`` views, above).
 REFINE_AUTO_VALUES = {
+    "refine_points": (None, False),
     "refine_flow_preset": ("medium", "fast"),
     "refine_flow_stride": (8, 16),
     "refine_flow_pair_matches": (1024, 256),

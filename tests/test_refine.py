@@ -135,5 +135,7 @@ def test_auto_refine_options_keep_small_scenes_and_cheapen_large_ones() -> None:
     assert (small.refine_samples, small.refine_iterations) == (2048, 50)
     for key, (small_value, large_value) in REFINE_AUTO_VALUES.items():
         assert getattr(small, key) == small_value and getattr(large, key) == large_value
+    assert small.refine_points is None and large.refine_points is False  # free flow-track points up to 300 views
     explicit = resolve_refine_options(replace(options, refine_samples=512, refine_flow_preset="medium"), 1000)
     assert (explicit.refine_samples, explicit.refine_flow_preset, explicit.refine_flow_stride) == (512, "medium", 16)
+    assert resolve_refine_options(replace(options, refine_points=True), 1000).refine_points is True
