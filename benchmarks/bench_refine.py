@@ -101,7 +101,6 @@ def run(views: int, width: int, height: int, refine_points: bool | None, seed: i
         "dtype": "fp32",
         "images": "textured",
         "refine_tracks": after_options.refine_tracks,
-        "refine_points": refine_points,
         "refine_large_views": large_views,
         **{key: getattr(resolved, key) for key in REFINE_AUTO_VALUES},
         **NOISE,
