@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import time
@@ -24,12 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from .errors import InputError
 from .io.colmap import write_colmap_model
-from .io.images import IMAGE_SUFFIXES, ImageLoadError, open_rgb
+from .io.images import ImageLoadError, open_rgb
+from .io.inputs import Source, check_eval_data, collect, display_name, summarize
 from .io.output import atomic_output_dir, check_output_dir
 from .io.ply import write_ply
 from .io.transforms import nerfstudio_points, shares_one_camera, transforms_dict, write_transforms
-from .io.video import VIDEO_SUFFIXES, extract_frames
-from .model.loading import DEFAULT_REPO
+from .model.loading import DEFAULT_REPO, check_model_name
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
@@ -114,13 +115,6 @@ class ProcessResult:
     reconstruction: Reconstruction | None = None  # cameras and points as written (before nerfstudio's rotation)
 
 
-@dataclass(frozen=True)
-class _Source:
-    path: Path  # file the network reads
-    name: str  # original name shown to the user (relative to its folder, or the video frame)
-    output_name: str  # frame_00001.jpg ...
-
-
 def run_cli(config: ProcessConfig, console: Console = CONSOLE) -> ProcessResult | None:
     """``process`` for command lines: an InputError, ImageLoadError or missing weights -> one red line, exit 1.
 
@@ -154,13 +148,24 @@ def _run_distributed(config: ProcessConfig, console: Console) -> ProcessResult |
 
 
 def _run_cli(config: ProcessConfig, console: Console) -> ProcessResult:
+    from .interrupts import handle_interrupts
     from .model.loading import WeightsNotFoundError
 
     try:
-        return process(config, console=console)
-    except (InputError, ImageLoadError, WeightsNotFoundError) as error:
-        console.print(f"[bold red]Error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        with handle_interrupts():
+            return process(config, console=console)
+    except (InputError, ImageLoadError, WeightsNotFoundError, OSError) as error:
+        message = _os_error_message(error) if type(error) is not WeightsNotFoundError else error
+        console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
+
+
+def _os_error_message(error: Exception) -> str:
+    """One line for a file-system error (disk full, permissions, read-only mount); others as they are."""
+    if not isinstance(error, OSError) or error.strerror is None:
+        return str(error)
+    where = f"{display_name(Path(error.filename))}: " if error.filename else ""
+    return f"{where}{error.strerror}; nothing was written"
 
 
 def process(
@@ -181,13 +186,12 @@ def process(
     output_dir = check_output_dir(config.output_dir, config.overwrite, inputs)
     _check_options(config)
 
-    with atomic_output_dir(output_dir, config.overwrite) as staging, _progress(console) as progress:
+    with atomic_output_dir(output_dir, config.overwrite, inputs) as staging, _progress(console) as progress:
         tic = time.perf_counter()
-        sources, skipped = _collect(config, staging / ".video_frames", progress)
+        sources, skipped = collect(config, staging / ".video_frames", progress)
         if skipped:
-            shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-            notes.append(f"Skipped {len(skipped)} file(s) that are not images: {shown}")
-            console.print(f"[yellow]Skipped {len(skipped)} file(s) that are not images:[/yellow] {shown}")
+            notes.append(f"Skipped {len(skipped)} file(s)/folder(s): {summarize(skipped)}")
+            console.print(f"[yellow]Skipped {len(skipped)} file(s)/folder(s):[/yellow] {summarize(skipped)}")
         if config.skip_image_processing:
             _check_usable_in_place(sources)
         timings["collect"] = time.perf_counter() - tic
@@ -228,8 +232,9 @@ def process(
         progress.update(task, total=1, completed=1)
         timings["write model"] = time.perf_counter() - tic
 
-    stages = _stages(reconstruction, timings)
-    report = _write_report(output_dir, reconstruction, confidence_maps, file_paths, stages, console)
+        stages = _stages(reconstruction, timings)
+        report = _write_report(staging, reconstruction, confidence_maps, file_paths, stages, console)
+        report = None if report is None else output_dir / report.relative_to(staging)
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
@@ -246,6 +251,8 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--image-size {config.image_size}: must be a multiple of 16 (512 or 224 for the releases)")
     if config.conf_percentile is not None and not 0 <= config.conf_percentile < 100:
         raise InputError(f"--conf-percentile {config.conf_percentile}: must be in [0, 100)")
+    if config.min_confidence is not None and not math.isfinite(config.min_confidence):
+        raise InputError(f"--min-confidence {config.min_confidence}: must be a finite number (confidence is >= 1)")
     if config.max_points is not None and config.max_points < 1:
         raise InputError(f"--max-points {config.max_points}: must be at least 1")
     if config.max_views_per_pass is not None and config.max_views_per_pass < 2:
@@ -256,6 +263,13 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--num-frames-target {config.num_frames_target}: must be at least 2")
     if config.skip_image_processing and any(p.is_file() for p in (config.data, config.eval_data) if p is not None):
         raise InputError("--skip-image-processing needs folders of images, not a video")
+    if config.refine_distortion and not config.refine:
+        raise InputError("--refine-distortion refines with the cameras: pass --refine as well")
+    if config.refine_tracks != "flow" and not config.refine:
+        raise InputError(f"--refine-tracks {config.refine_tracks} chooses the tracks of --refine: pass --refine")
+    check_eval_data(config.data, config.eval_data)
+    check_model_name(config.model)
+    _check_device(config.device)
     if config.refine and config.refine_tracks == "flow" and importlib.util.find_spec("cv2") is None:
         raise InputError(
             "--refine uses optical flow from OpenCV, which is not installed: pip install opencv-python-headless "
@@ -274,62 +288,44 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """Images under ``folder`` (recursive, sorted, hidden skipped) and the names of the other files."""
-    images, others = [], []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
-    return images, [p.relative_to(folder).as_posix() for p in others]
-
-
-def _inputs_of(data: Path, frames_dir: Path, config: ProcessConfig) -> tuple[list[tuple[Path, str]], list[str]]:
-    """[(file, display name)] of one --data / --eval-data argument, and skipped non-image files."""
-    data = Path(data).expanduser()
-    if not data.exists():
-        raise InputError(f"{data}: no such file or folder")
-    if data.is_dir():
-        images, skipped = _list_images(data)
-        if not images:
-            raise InputError(f"{data}: no images found (looked for {' '.join(IMAGE_SUFFIXES)}, recursively)")
-        return [(p, p.relative_to(data).as_posix()) for p in images], skipped
-    if data.suffix.lower() in IMAGE_SUFFIXES:
-        raise InputError(f"{data} is a single image: pass the folder holding at least two images, or a video")
-    if data.suffix.lower() not in VIDEO_SUFFIXES and config.verbose:
-        CONSOLE.print(f"{data}: not a known video suffix, trying ffmpeg anyway")
-    frames = extract_frames(data, frames_dir, config.num_frames_target, config.verbose)
-    return [(p, f"{data.name}#{p.stem.split('_')[-1]}") for p in frames], []
-
-
-def _collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tuple[list[_Source], list[str]]:
-    task = progress.add_task("Collecting input images", total=None)
-    train, skipped = _inputs_of(config.data, frames_dir / "train", config)
-    evaluation: list[tuple[Path, str]] = []
-    if config.eval_data is not None:
-        evaluation, skipped_eval = _inputs_of(config.eval_data, frames_dir / "eval", config)
-        skipped += skipped_eval
-    if len(train) + len(evaluation) < 2:
-        raise InputError(f"{config.data}: found 1 image; Fast3R needs at least 2 views of the scene")
-    sources = []
-    for prefix, items in (("frame_train_" if evaluation else "frame_", train), ("frame_eval_", evaluation)):
-        for index, (path, name) in enumerate(items):
-            suffix = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            sources.append(_Source(path, name, f"{prefix}{index + 1:05d}{suffix}"))
-    progress.update(task, total=len(sources), completed=len(sources))
-    return sources, skipped
-
-
-def _check_usable_in_place(sources: list[_Source]) -> None:
+def _check_usable_in_place(sources: list[Source]) -> None:
     for source in sources:
-        with Image.open(source.path) as image:
-            orientation = image.getexif().get(0x0112, 1)
-            if image.format not in ("JPEG", "PNG") or image.mode != "RGB" or orientation != 1:
-                raise InputError(
-                    f"{source.path}: --skip-image-processing needs RGB JPEG/PNG images without EXIF rotation "
-                    f"(this one is {image.format} {image.mode}, orientation {orientation}); drop the flag"
-                )
+        if display_name(source.path) != str(source.path):
+            raise InputError(
+                f"{display_name(source.path)}: --skip-image-processing writes the file names into transforms.json, "
+                "and this one is not valid UTF-8: rename it or drop the flag"
+            )
+        try:
+            with Image.open(source.path) as image:
+                orientation = image.getexif().get(0x0112, 1)
+                kind = f"{image.format} {image.mode}"
+        except Image.DecompressionBombError as error:
+            raise InputError(f"{source.path}: too large for PIL's safety limit ({error}); downscale it first") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InputError(f"{source.path}: not a readable image ({error})") from None
+        if kind != "JPEG RGB" and kind != "PNG RGB" or orientation != 1:
+            raise InputError(
+                f"{source.path}: --skip-image-processing needs RGB JPEG/PNG images without EXIF rotation "
+                f"(this one is {kind}, orientation {orientation}); drop the flag"
+            )
+
+
+def _check_device(name: str | None) -> None:
+    """Refuse a --device that cannot run Fast3R here (before any work)."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"--device {name}: {error}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: Fast3R runs on cuda or cpu here, not on {device.type}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu or leave it out")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def _resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
@@ -341,12 +337,8 @@ def _resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
         message = "No CUDA GPU found: running Fast3R on the CPU (expect minutes for a few dozen images)"
         console.print(f"[bold yellow]Warning:[/bold yellow] {message}")
         return "cpu", message
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as error:
-        raise InputError(f"--device {config.device}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {config.device}: CUDA is not available here; use --device cpu or leave it out")
+    _check_device(config.device)
+    device = torch.device(config.device)
     return str(device), f"Device: {device}"
 
 
@@ -457,7 +449,7 @@ def _save(image: Image.Image, path: Path) -> None:
         image.save(path, compress_level=1)
 
 
-def _write_one(source: _Source, size: tuple[int, int], staging: Path, num_downscales: int) -> None:
+def _write_one(source: Source, size: tuple[int, int], staging: Path, num_downscales: int) -> None:
     target = staging / "images" / source.output_name
     with Image.open(source.path) as raw:
         verbatim = raw.format in ("JPEG", "PNG") and raw.mode == "RGB" and raw.getexif().get(0x0112, 1) == 1
@@ -485,7 +477,7 @@ class _ImageWriter:
 
     def __init__(
         self,
-        sources: list[_Source],
+        sources: list[Source],
         sizes: list[tuple[int, int]],
         staging: Path,
         num_downscales: int,
@@ -505,7 +497,7 @@ class _ImageWriter:
             (staging / folder).mkdir()
         task = self._progress.add_task("Writing images", total=len(sources))
 
-        def write(source: _Source, size: tuple[int, int]) -> None:
+        def write(source: Source, size: tuple[int, int]) -> None:
             _write_one(source, size, staging, num_downscales)
             self._progress.advance(task)
 
@@ -556,21 +548,26 @@ class _ConfidenceCapture:
 
 
 def _write_report(
-    output_dir: Path,
+    staging: Path,
     reconstruction: Reconstruction,
     confidence_maps: list[np.ndarray],
     frame_paths: list[str],
     stages: dict[str, float],
     console: Console,
 ) -> Path | None:
-    """The quality report beside the dataset; a failure here never costs the dataset already written."""
-    from .preview.report import write_report
+    """The quality report, written into the staging folder before the rename. A file-system error (disk full)
+    fails the run; any other failure only costs the report (its partial files are removed)."""
+    from .preview.files import PREVIEW_DIR
+    from .preview.report import REPORT_HTML, REPORT_PNG, write_report
 
     try:
-        return write_report(
-            output_dir, reconstruction, confidence_maps or None, frame_paths=frame_paths, timings=stages
-        )
+        return write_report(staging, reconstruction, confidence_maps or None, frame_paths=frame_paths, timings=stages)
+    except OSError:
+        raise
     except Exception as error:  # noqa: BLE001 - the report is optional, the dataset is complete
+        for name in (REPORT_HTML, REPORT_PNG):
+            (staging / name).unlink(missing_ok=True)
+        shutil.rmtree(staging / PREVIEW_DIR, ignore_errors=True)
         console.print(f"[yellow]Could not write the report: {error}", highlight=False)
         return None
 
@@ -578,7 +575,7 @@ def _write_report(
 def _summary(
     config: ProcessConfig,
     reconstruction: Reconstruction,
-    sources: list[_Source],
+    sources: list[Source],
     timings: dict[str, float],
     notes: list[str],
     output_dir: Path,
