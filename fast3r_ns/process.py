@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import math
 import os
@@ -155,15 +156,17 @@ def _run_cli(config: ProcessConfig, console: Console) -> ProcessResult:
         with handle_interrupts():
             return process(config, console=console)
     except (InputError, ImageLoadError, WeightsNotFoundError, OSError) as error:
-        message = _os_error_message(error) if type(error) is not WeightsNotFoundError else error
+        message = error if type(error) is WeightsNotFoundError else _os_error_message(error, config.output_dir)
         console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 
-def _os_error_message(error: Exception) -> str:
+def _os_error_message(error: Exception, output_dir: Path) -> str:
     """One line for a file-system error (disk full, permissions, read-only mount); others as they are."""
     if not isinstance(error, OSError) or error.strerror is None:
         return str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return f"--output-dir {output_dir}: {error.strerror}; nothing was written"
     where = f"{display_name(Path(error.filename))}: " if error.filename else ""
     return f"{where}{error.strerror}; nothing was written"
 
