@@ -7,6 +7,7 @@ image) and ``masks/``. Every other skipped file or folder is reported with its r
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -88,11 +89,13 @@ def list_images(folder: Path) -> tuple[list[Path], list[Skipped]]:
 
     def walk(directory: Path, chain: tuple[str, ...]) -> None:
         try:
+            if not os.access(directory, os.R_OK | os.X_OK):  # listing names without x gives unopenable files
+                raise PermissionError(errno.EACCES, "permission denied: needs read and execute permission")
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as error:
             if directory == folder:
-                raise InputError(f"{folder}: cannot read this folder ({error.strerror})") from None
+                raise InputError(f"{display_name(folder)}: cannot read this folder ({error.strerror})") from None
             return skip(directory, f"unreadable folder ({error.strerror})")
         for entry in entries:
             if entry.name.startswith("."):
@@ -201,7 +204,8 @@ def collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tupl
         skipped += skipped_eval
         shared = {os.path.realpath(p) for p, _ in train} & {os.path.realpath(p) for p, _ in evaluation}
         if shared:
-            raise InputError(f"--eval-data and --data share {len(shared)} image(s), e.g. {min(shared)}")
+            example = display_name(Path(min(shared)))
+            raise InputError(f"--eval-data and --data share {len(shared)} image(s), e.g. {example}")
     if len(train) + len(evaluation) < 2:
         raise InputError(f"{config.data}: found 1 image; Fast3R needs at least 2 views of the scene")
     sources = []
