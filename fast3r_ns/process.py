@@ -50,7 +50,7 @@ class ProcessConfig:
     and a COLMAP model. (The options of both ``fast3r-ns process`` and ``ns-process-data fast3r``.)"""
 
     data: Path
-    """Folder of images (searched recursively, hidden files skipped) or a video file."""
+    """Folder of images (searched recursively; hidden files, masks/ and our own outputs skipped) or a video file."""
     output_dir: Path
     """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/); it appears only
     once complete, and must not exist unless --overwrite."""
@@ -83,7 +83,7 @@ class ProcessConfig:
     first refinement on pointmap tracks (needs OpenCV); "pointmaps": pixels whose predicted 3-D points coincide
     (faster, cannot see a view's misplaced pointmap)."""
     refine_distortion: bool = False
-    """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
+    """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written to transforms.json
     and the COLMAP model; for lenses with visible distortion."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
@@ -93,7 +93,8 @@ class ProcessConfig:
     """Write no images/ or downscales: transforms.json names the inputs by absolute path, the COLMAP model by
     path relative to --data. The inputs must be RGB JPEG/PNG without EXIF rotation."""
     overwrite: bool = False
-    """Replace an existing --output-dir (only once the new one is complete)."""
+    """Replace an existing --output-dir, only an earlier output of fast3r-ns (it holds .fast3r_ns) or an empty
+    folder, and only once the new one is complete."""
     max_views_per_pass: int | None = None
     """Most images in one network pass; more are reconstructed in overlapping passes that share anchor images and
     are merged into one frame (the merge quality is printed). None: one pass unless the images do not fit the free
