@@ -83,8 +83,8 @@ class ProcessConfig:
     first refinement on pointmap tracks (needs OpenCV); "pointmaps": pixels whose predicted 3-D points coincide
     (faster, cannot see a view's misplaced pointmap)."""
     refine_distortion: bool = False
-    """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written to transforms.json
-    and the COLMAP model; for lenses with visible distortion."""
+    """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written
+    to transforms.json and the COLMAP model; for lenses with visible distortion."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
