@@ -75,3 +75,36 @@ def test_sigterm_during_video_extraction_stops_ffmpeg(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(ffmpeg_pid, 0)  # killed and reaped, not orphaned
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "clip.mp4", "ffmpeg.pid"]
+
+
+STUCK_CLEANUP = """
+import sys, time
+from pathlib import Path
+from fast3r_ns import interrupts
+
+staging, ready = Path(sys.argv[1]), Path(sys.argv[2])
+staging.mkdir()
+interrupts.remove_on_hard_exit(staging)
+with interrupts.handle_interrupts():
+    try:
+        ready.write_text("1")
+        time.sleep(60)
+    finally:
+        ready.write_text("2")
+        time.sleep(60)  # a cleanup that does not finish
+"""
+
+
+def test_second_signal_during_a_stuck_cleanup_exits_at_once(tmp_path):
+    staging, ready = tmp_path / "out.tmp-x", tmp_path / "ready"
+    command = [sys.executable, "-c", STUCK_CLEANUP, str(staging), str(ready)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(ready, run)
+    run.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while ready.read_text() != "2" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=20)
+    assert run.returncode == 143 and output.strip() == "Interrupted: nothing was written", output
+    assert not staging.exists()
