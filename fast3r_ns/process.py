@@ -269,8 +269,6 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError("--skip-image-processing needs folders of images, not a video")
     if config.refine_distortion and not config.refine:
         raise InputError("--refine-distortion refines with the cameras: pass --refine as well")
-    if config.refine_tracks != "flow" and not config.refine:
-        raise InputError(f"--refine-tracks {config.refine_tracks} chooses the tracks of --refine: pass --refine")
     check_eval_data(config.data, config.eval_data)
     check_model_name(config.model)
     _check_device(config.device)

@@ -138,7 +138,6 @@ def test_model_that_looks_like_a_path_is_no_such_folder_at_once(capsys, tmp_path
         (["--min-confidence", "nan"], "--min-confidence nan: must be a finite number"),
         (["--min-confidence", "inf"], "--min-confidence inf: must be a finite number"),
         (["--refine-distortion"], "--refine-distortion refines with the cameras: pass --refine as well"),
-        (["--refine-tracks", "pointmaps"], "--refine-tracks pointmaps chooses the tracks of --refine"),
     ],
 )
 def test_bad_options_refused_before_any_work(capsys, tmp_path, option, message):
