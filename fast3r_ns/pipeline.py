@@ -228,6 +228,7 @@ def reconstruct_from_predictions(
         tracks=cloud.tracks,
         distortion=None if refined is None else refined.distortion,
         refine_stats=refined.stats if refined is not None else {},
+        confidence_maps=[first_item(p["conf"])[::4, ::4].float().cpu().numpy() for p in predictions],
     )
 
 
