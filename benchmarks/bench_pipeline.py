@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, append, commit, device_name, device_slug, randomize_weights  # noqa: E402
 from fast3r_ns.model import Fast3R, Fast3RConfig  # noqa: E402
 from fast3r_ns.predictor import Fast3RPredictor  # noqa: E402
-from fast3r_ns.process import ProcessConfig, _ImageWriter, process  # noqa: E402
+from fast3r_ns.process import ProcessConfig, process  # noqa: E402
 
 TINY = {"encoder_args": {"embed_dim": 64, "depth": 2, "num_heads": 4}}
 TINY_DECODER = {"enc_embed_dim": 64, "embed_dim": 48, "depth": 10, "num_heads": 4}
@@ -90,11 +90,11 @@ def main() -> None:
         model = build(args.tiny, dtype, args.device)
         predictor = Fast3RPredictor(model, args.device)
         for mode in args.image_writes:
-            _ImageWriter.background = mode == "background"
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             config = ProcessConfig(data=images, output_dir=Path(tmp) / f"scene_{mode}", device=args.device)
-            result = process(config, console=Console(quiet=True), predictor=predictor)
+            copies = "during" if mode == "background" else "after"
+            result = process(config, console=Console(quiet=True), predictor=predictor, image_copies=copies)
             stages = {k: round(v, 3) for k, v in result.timings.items()}
             stages |= {k: round(v, 3) for k, v in result.reconstruction.timings.items()}
             append(

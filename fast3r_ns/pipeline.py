@@ -5,25 +5,22 @@ Conventions (pixels, axes, poses, intrinsics of the original image): ``fast3r_ns
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
 
+from .cameras import Cameras, recover_cameras
 from .chunked import chunked_if_needed
-from .geometry.conventions import OFFICIAL_PIXEL_OFFSET, intrinsics_to_network, intrinsics_to_original
-from .geometry.focal import estimate_focal, focal_official
-from .geometry.points import PointSampler, confidence_mask, sample_colors
-from .geometry.pose import pnp_official, refine_reprojection, solve_poses
+from .geometry.conventions import intrinsics_to_network
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
-from .io.images import PreparedImage, open_rgb
-from .predictor import Output, Predictor
-from .reconstruction import PointTracks, Reconstruction
+from .io.images import PreparedImage
+from .point_cloud import build_point_cloud
+from .predictor import Output, Predictor, first_item
+from .reconstruction import Reconstruction
 
 Progress = Callable[[str], None]
 
@@ -198,13 +195,7 @@ def reconstruct_from_predictions(
     timings = {}
 
     start = time.perf_counter()
-    if options.focal_mode == "official":
-        cameras = _cameras_official(images, predictions, options, progress)
-    elif options.focal_mode in ("per-view", "shared"):
-        cameras = _cameras_robust(images, predictions, options, device, progress)
-    else:
-        raise ValueError(f"unknown focal_mode {options.focal_mode!r}")
-    _check_focal(images, cameras, options)
+    cameras = recover_cameras(images, predictions, options, device, progress)
     timings["cameras"] = time.perf_counter() - start
 
     refined: _Refined | None = None
@@ -214,7 +205,8 @@ def reconstruct_from_predictions(
         timings["refine"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    points = _point_cloud(images, predictions, cameras, options, device, progress, refined)
+    tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
+    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks)
     timings["points"] = time.perf_counter() - start
 
     return Reconstruction(
@@ -222,205 +214,22 @@ def reconstruct_from_predictions(
         image_sizes=np.array([image.original_size for image in images], dtype=np.int64),
         intrinsics=cameras.intrinsics,
         cam_to_world=cameras.cam_to_world,
-        view_confidence=points["view_confidence"],
+        view_confidence=cloud.view_confidence,
         pose_ok=np.array([note == "" for note in cameras.notes]),
-        points=points["points"],
-        colors=points["colors"],
-        point_confidence=points["confidence"],
-        point_image=points["image"],
-        point_pixel=points["pixel"],
+        points=cloud.points,
+        colors=cloud.colors,
+        point_confidence=cloud.confidence,
+        point_image=cloud.image,
+        point_pixel=cloud.pixel,
         shared_intrinsics=options.focal_mode in ("shared", "official"),
         timings=timings,
         pose_notes=cameras.notes,
         focal_mode=options.focal_mode,
-        tracks=points["tracks"],
+        tracks=cloud.tracks,
         distortion=None if refined is None else refined.distortion,
         refine_stats=refined.stats if refined is not None else {},
+        confidence_maps=[first_item(p["conf"])[::4, ::4].float().cpu().numpy() for p in predictions],
     )
-
-
-@dataclass
-class _Cameras:
-    intrinsics: np.ndarray  # [V, 4] original-image (fx, fy, cx, cy)
-    cam_to_world: np.ndarray  # [V, 4, 4]
-    scale: np.ndarray  # [V] local -> world scale (NaN when unknown)
-    notes: list[str]  # [V]
-
-
-def _first(tensor: torch.Tensor) -> torch.Tensor:
-    """Batch item 0 of a [B, ...] prediction."""
-    return tensor[0]
-
-
-def _original_center(image: PreparedImage) -> np.ndarray:
-    return np.array(image.original_size, dtype=np.float64) / 2.0
-
-
-def _cameras_robust(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    options: ReconstructOptions,
-    device: torch.device,
-    progress: Progress | None,
-) -> _Cameras:
-    """Per-view (or shared) robust focal from the local pointmaps, pose by robust local->global similarity."""
-    count = len(images)
-    samples = [_solver_sample(image, prediction, options) for image, prediction in zip(images, predictions)]
-    focal = np.empty(count)
-    if options.focal_mode == "shared":
-        per_view = max(64, min(options.solver_points, 2_000_000 // count))  # bounded pool for many views
-        steps = [max(1, math.ceil(len(s["rays"]) / per_view)) for s in samples]
-        rays, offsets, weights = _stack(
-            [s["rays"][::step] for s, step in zip(samples, steps)],
-            [s["offsets"][::step] for s, step in zip(samples, steps)],
-            [s["focal_weights"][::step] for s, step in zip(samples, steps)],
-            device,
-        )
-        focal[:] = float(estimate_focal(rays, offsets, weights, shared=True)[0])
-    cam_to_world = np.empty((count, 4, 4))
-    scale = np.empty(count)
-    notes: list[str] = []
-    for begin in range(0, count, options.chunk_views):
-        chunk = samples[begin : begin + options.chunk_views]
-        if options.focal_mode == "per-view":
-            rays, offsets, weights = _stack(
-                [s["rays"] for s in chunk], [s["offsets"] for s in chunk], [s["focal_weights"] for s in chunk], device
-            )
-            focal[begin : begin + len(chunk)] = estimate_focal(rays, offsets, weights).cpu().numpy()
-        local, world, weights = _stack(
-            [s["local"] for s in chunk], [s["world"] for s in chunk], [s["pose_weights"] for s in chunk], device
-        )
-        poses = solve_poses(
-            local,
-            world,
-            weights,
-            iterations=options.pose_iterations,
-            min_points=options.min_pose_points,
-            max_residual=options.max_residual,
-            min_inlier_fraction=options.min_inlier_fraction,
-        )
-        if options.refine_poses:
-            offsets, _, global_weights = _stack(
-                [s["offsets"] for s in chunk],
-                [s["offsets"] for s in chunk],
-                [s["global_weights"] for s in chunk],
-                device,
-            )
-            chunk_focal = torch.from_numpy(focal[begin : begin + len(chunk)]).to(device)
-            refined = refine_reprojection(poses.cam_to_world, world, offsets, chunk_focal, global_weights)
-            finite = torch.isfinite(refined).all(-1).all(-1)[:, None, None]
-            poses.cam_to_world = torch.where(finite, refined, poses.cam_to_world)
-        cam_to_world[begin : begin + len(chunk)] = poses.cam_to_world.cpu().numpy()
-        scale[begin : begin + len(chunk)] = poses.scale.cpu().numpy()
-        notes.extend(poses.notes)
-        if progress:
-            progress(f"cameras: {begin + len(chunk)}/{count} views")
-    centers = np.stack([_original_center(image) for image in images])
-    intrinsics = np.stack([focal, focal, centers[:, 0], centers[:, 1]], axis=1)
-    return _Cameras(intrinsics, cam_to_world, scale, notes)
-
-
-def _solver_sample(image: PreparedImage, prediction: Output, options: ReconstructOptions) -> dict[str, torch.Tensor]:
-    """A regular grid subsample of one view's confident pixels, with what the focal and pose solvers need."""
-    width, height = image.size
-    stride = max(1, int(math.floor(math.sqrt(width * height / max(1, options.solver_points)))))
-    rows = torch.arange(stride // 2, height, stride)
-    cols = torch.arange(stride // 2, width, stride)
-    local = _first(prediction["pts3d_local"])[rows][:, cols].reshape(-1, 3).float().cpu()
-    world = _first(prediction["pts3d_in_other_view"])[rows][:, cols].reshape(-1, 3).float().cpu()
-    conf = _first(prediction["conf"])[rows][:, cols].reshape(-1).float().cpu()
-    conf_local = _first(prediction["conf_local"])[rows][:, cols].reshape(-1).float().cpu()
-    keep = confidence_mask(conf[None], options.solver_conf_percentile, 1.0)[0]
-    keep &= confidence_mask(conf_local[None], options.solver_conf_percentile, 1.0)[0]
-    grid_y, grid_x = torch.meshgrid(rows.double() + 0.5, cols.double() + 0.5, indexing="ij")
-    network_xy = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)[keep]
-    original_xy = torch.from_numpy(image.to_original(network_xy.numpy()))
-    local, world, conf, conf_local = local[keep], world[keep], conf[keep], conf_local[keep]
-    log_conf, log_conf_local = conf.log().clamp_min(0), conf_local.log().clamp_min(0)
-    return {
-        "rays": local[:, :2] / local[:, 2:3],
-        "offsets": original_xy - torch.from_numpy(_original_center(image)),
-        "focal_weights": log_conf_local * (local[:, 2] > 0),
-        "local": local,
-        "world": world,
-        "pose_weights": log_conf * log_conf_local,
-        "global_weights": log_conf,
-    }
-
-
-def _stack(
-    first: list[torch.Tensor], second: list[torch.Tensor], weights: list[torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad per-view [N_v, D] arrays to [V, N, D] (zero weight on padding) on ``device``."""
-    length = max(1, max(len(w) for w in weights))
-    out_first = torch.zeros(len(first), length, first[0].shape[-1], dtype=first[0].dtype)
-    out_second = torch.zeros(len(second), length, second[0].shape[-1], dtype=second[0].dtype)
-    out_weights = torch.zeros(len(weights), length, dtype=torch.float32)
-    for v, (a, b, w) in enumerate(zip(first, second, weights)):
-        out_first[v, : len(a)], out_second[v, : len(b)], out_weights[v, : len(w)] = a, b, w
-    return out_first.to(device), out_second.to(device), out_weights.to(device)
-
-
-def _cameras_official(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    options: ReconstructOptions,
-    progress: Progress | None,
-) -> _Cameras:
-    """Official recovery: view 0's focal (network pixels of view 0) for every view, PnP-RANSAC per view."""
-
-    def principal_point(image: PreparedImage) -> tuple[float, float] | None:
-        """None (official (W/2, H/2)) or the original image centre in integer network-pixel coordinates."""
-        if options.official_principal_point == "official":
-            return None
-        camera = np.array([1.0, 1.0, *_original_center(image)])  # (fx, fy, cx, cy); the focal is unused here
-        network = intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
-        return (network[2] - OFFICIAL_PIXEL_OFFSET, network[3] - OFFICIAL_PIXEL_OFFSET)
-
-    focal = focal_official(
-        _first(predictions[0]["pts3d_in_other_view"]).float().cpu(),
-        _first(predictions[0]["conf"]).float().cpu(),
-        principal_point=principal_point(images[0]),
-    )
-    count = len(images)
-    intrinsics = np.empty((count, 4))
-    cam_to_world = np.empty((count, 4, 4))
-    notes = []
-    for view, (image, prediction) in enumerate(zip(images, predictions)):
-        width, height = image.size
-        center = principal_point(image) or (width / 2, height / 2)
-        network = np.array([focal, focal, center[0] + OFFICIAL_PIXEL_OFFSET, center[1] + OFFICIAL_PIXEL_OFFSET])
-        intrinsics[view] = intrinsics_to_original(network, image.scale_to_original, image.crop_offset)
-        pose, _ = pnp_official(
-            _first(prediction["pts3d_in_other_view"]).float().cpu().numpy(),
-            _first(prediction["conf"]).float().cpu().numpy(),
-            focal,
-            iterations=options.pnp_iterations,
-            principal_point=principal_point(image),
-        )
-        if pose is None:
-            cam_to_world[view] = np.eye(4)
-            notes.append("PnP failed; the pose is a placeholder (identity)")
-        else:
-            cam_to_world[view] = pose
-            notes.append("")
-        if progress and (view + 1) % options.chunk_views == 0:
-            progress(f"cameras: {view + 1}/{count} views")
-    return _Cameras(intrinsics, cam_to_world, np.full(count, np.nan), notes)
-
-
-def _check_focal(images: Sequence[PreparedImage], cameras: _Cameras, options: ReconstructOptions) -> None:
-    """Mark views whose focal is non-finite or implausible and clamp it into ``focal_range`` (in place), so every
-    written camera stays usable (a NaN becomes the official 60-degree fallback)."""
-    low, high = options.focal_range
-    for view, image in enumerate(images):
-        long_side = max(image.original_size)
-        focal = cameras.intrinsics[view, 0] / long_side
-        if not np.isfinite(focal) or not low <= focal <= high:
-            clamped = float(np.clip(focal, low, high)) if np.isfinite(focal) else 0.5 / np.tan(np.radians(30))
-            note = f"implausible focal ({cameras.intrinsics[view, 0]:.4g} px, written as {clamped * long_side:.4g})"
-            cameras.notes[view] = f"{cameras.notes[view]}; {note}" if cameras.notes[view] else note
-            cameras.intrinsics[view, :2] = clamped * long_side
 
 
 @dataclass
@@ -434,7 +243,7 @@ class _Refined:
 def _refine(
     images: Sequence[PreparedImage],
     predictions: Sequence[Output],
-    cameras: _Cameras,
+    cameras: Cameras,
     options: ReconstructOptions,
     progress: Progress | None,
 ) -> _Refined:
@@ -539,7 +348,7 @@ def resolve_refine_options(options: ReconstructOptions, views: int) -> Reconstru
 
 
 def _flow_tracks(
-    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
+    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions
 ) -> Tracks:
     """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
     (``geometry.flow``)."""
@@ -553,8 +362,8 @@ def _flow_tracks(
     )
     tracks = flow_tracks(
         [grey_image(image.tensor) for image in images],
-        [_first(p["pts3d_in_other_view"]) for p in predictions],
-        [_first(p["conf"]) for p in predictions],
+        [first_item(p["pts3d_in_other_view"]) for p in predictions],
+        [first_item(p["conf"]) for p in predictions],
         network,
         cameras.cam_to_world,
         options.refine_neighbors,
@@ -569,11 +378,13 @@ def _flow_tracks(
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
 
 
-def _pointmap_tracks(predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions) -> Tracks:
+def _pointmap_tracks(predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions) -> Tracks:
     """Tracks of grid pixels whose global points coincide, moved to sub-pixel positions (``geometry.tracks``)."""
-    global_maps = [_first(p["pts3d_in_other_view"]) for p in predictions]
+    global_maps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     samples = [
-        sample_view(points, _first(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence)
+        sample_view(
+            points, first_item(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence
+        )
         for points, p in zip(global_maps, predictions)
     ]
     tracks = build_tracks(
@@ -614,93 +425,3 @@ def _to_original(images: Sequence[PreparedImage], tracks: Tracks) -> np.ndarray:
         if len(rows):
             out[rows] = image.to_original(tracks.pixel[rows])
     return out
-
-
-def _point_cloud(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    cameras: _Cameras,
-    options: ReconstructOptions,
-    device: torch.device,
-    progress: Progress | None,
-    refined: _Refined | None = None,
-) -> dict:
-    """Confidence-filtered, voxel-thinned world points with their image, original pixel and original colour, then
-    the refined track points (if any); also the median global confidence of each view."""
-    count = len(images)
-    per_view_cap = int(math.ceil(4 * options.max_points / count))
-    sampler = PointSampler(per_view_cap, seed=options.seed)
-    use_local = options.point_source == "local" and options.focal_mode != "official"
-    view_confidence = np.empty(count)
-    for view, prediction in enumerate(predictions):
-        conf = _first(prediction["conf"]).reshape(-1).to(device, torch.float32)
-        view_confidence[view] = float(conf.nanmedian())
-        if options.drop_untrusted_views and cameras.notes[view]:
-            continue
-        mask = confidence_mask(conf[None], options.conf_percentile, options.min_confidence)[0]
-        if use_local:
-            pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
-            local = _first(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
-            points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
-        else:
-            points = _first(prediction["pts3d_in_other_view"]).reshape(-1, 3).to(device, torch.float32)
-        mask &= torch.isfinite(points).all(-1)
-        index = mask.nonzero()[:, 0]
-        sampler.add(view, points[index], conf[index], index)
-        if progress and (view + 1) % options.chunk_views == 0:
-            progress(f"points: {view + 1}/{count} views")
-    points, conf, view_index, pixel_index = sampler.finish(options.max_points, device)
-    view_np, pixel_np = view_index.numpy().astype(np.int64), pixel_index.numpy().astype(np.int64)
-    widths = np.array([image.size[0] for image in images], dtype=np.int64)
-    # Network pixel centres (conventions) of every point; refined track points follow, at their first observation.
-    network_xy = np.stack([pixel_np % widths[view_np] + 0.5, pixel_np // widths[view_np] + 0.5], axis=-1)
-    points_np, conf_np = points.numpy(), conf.numpy()
-    dense = len(points_np)
-    tracks = None
-    if refined is not None and refined.tracks.num_tracks:
-        kept = refined.tracks
-        first = kept.offsets[:-1]
-        members = np.maximum(np.diff(kept.offsets), 1)
-        points_np = np.concatenate([points_np, kept.points.astype(np.float32)])
-        conf_np = np.concatenate([conf_np, (np.add.reduceat(kept.confidence, first) / members).astype(np.float32)])
-        view_np = np.concatenate([view_np, kept.view[first]])
-        network_xy = np.concatenate([network_xy, kept.pixel[first]])
-        tracks = PointTracks(
-            point=np.arange(dense, dense + kept.num_tracks, dtype=np.int64),
-            offsets=kept.offsets.astype(np.int64),
-            image=kept.view.astype(np.int32),
-            pixel=refined.original_pixel.astype(np.float32),
-        )
-    pixels = np.empty((len(points_np), 2), dtype=np.float32)
-    colors = np.empty((len(points_np), 3), dtype=np.uint8)
-    order = np.argsort(view_np, kind="stable")
-    bounds = np.searchsorted(view_np[order], np.arange(count + 1))
-
-    def fill(view: int) -> None:
-        rows = order[bounds[view] : bounds[view + 1]]
-        if not len(rows):
-            return
-        image = images[view]
-        original_xy = image.to_original(network_xy[rows])
-        pixels[rows] = original_xy
-        if options.colors == "original":
-            colors[rows] = sample_colors(np.asarray(open_rgb(image.path)), original_xy)
-        else:
-            height, width = image.size[1], image.size[0]
-            col = np.clip(np.floor(network_xy[rows, 0]).astype(np.int64), 0, width - 1)
-            row = np.clip(np.floor(network_xy[rows, 1]).astype(np.int64), 0, height - 1)
-            rgb = image.tensor[0].reshape(3, -1)[:, torch.from_numpy(row * width + col)].T
-            colors[rows] = ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-
-    # Decoding the original images dominates for large inputs; PIL releases the GIL while decoding.
-    with ThreadPoolExecutor(max_workers=max(1, options.io_workers)) as pool:
-        list(pool.map(fill, range(count)))
-    return {
-        "points": points_np,
-        "colors": colors,
-        "confidence": conf_np,
-        "image": view_np.astype(np.int32),
-        "pixel": pixels,
-        "view_confidence": view_confidence,
-        "tracks": tracks,
-    }

@@ -10,6 +10,12 @@ from .model.fast3r import OUTPUT_KEYS
 
 Output = dict[str, torch.Tensor]
 
+
+def first_item(tensor: torch.Tensor) -> torch.Tensor:
+    """Batch item 0 of a [B, ...] prediction (the pipeline runs batch size 1)."""
+    return tensor[0]
+
+
 PREDICTION_KEYS = OUTPUT_KEYS
 """Keys of each per-view dict: global points [B, H, W, 3] in view 0's camera frame, their confidence
 [B, H, W] (>= 1), local points [B, H, W, 3] in the view's own camera frame and their confidence."""

@@ -6,32 +6,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from .dataset import DatasetImage, frame_paths
 from .errors import InputError
-from .io.colmap import write_colmap_model
-from .io.images import ImageLoadError, open_rgb
-from .io.inputs import Source, check_eval_data, collect, display_name, summarize
+from .io.images import ImageLoadError
+from .io.inputs import check_eval_data, collect, display_name, summarize
 from .io.output import atomic_output_dir, check_output_dir
-from .io.ply import write_ply
-from .io.transforms import nerfstudio_points, shares_one_camera, transforms_dict, write_transforms
 from .model.loading import DEFAULT_REPO, check_model_name
+from .runtime import check_device, load_model, load_predictor
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
     from .reconstruction import Reconstruction
 
 CONSOLE = Console(width=120)
-COLMAP_DIR = Path("colmap/sparse/0")
-PLY_NAME = "sparse_pc.ply"
 ReconstructFn = Callable[..., "Reconstruction"]
 
 
@@ -138,7 +134,7 @@ def _run_distributed(config: ProcessConfig, console: Console) -> ProcessResult |
     device = init_from_env()
     try:
         if dist.get_rank() != 0:
-            model, _ = _load_model(config, str(device))
+            model, _ = load_model(config, str(device))
             serve(model, device)
             return None
         try:
@@ -177,77 +173,80 @@ def process(
     console: Console = CONSOLE,
     predictor: Predictor | None = None,
     reconstruct_fn: ReconstructFn | None = None,
+    image_copies: Literal["during", "after"] = "during",
 ) -> ProcessResult:
     """Turn ``config.data`` (and ``config.eval_data``) into a nerfstudio dataset in ``config.output_dir``.
 
     predictor: use this instead of loading ``config.model``; reconstruct_fn: called like
-    ``fast3r_ns.pipeline.reconstruct`` (tests pass one that needs no network).
+    ``fast3r_ns.pipeline.reconstruct`` (tests pass one that needs no network); image_copies: write images/ and
+    the downscales while the network runs ("during") or after it (bench_pipeline's comparison).
     """
+    from .dataset import ImageCopies, write_dataset
+    from .summary import stage_times, summary_lines
+
     started = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+
+    def step(name: str, function: Callable, *args):
+        tic = time.perf_counter()
+        value = function(*args)
+        timings[name] = time.perf_counter() - tic
+        return value
+
     inputs = tuple(p for p in (config.data, config.eval_data) if p is not None)
     output_dir = check_output_dir(config.output_dir, config.overwrite, inputs)
     _check_options(config)
-
+    in_place = config.skip_image_processing
     with atomic_output_dir(output_dir, config.overwrite, inputs) as staging, _progress(console) as progress:
-        tic = time.perf_counter()
-        sources, skipped = collect(config, staging / ".video_frames", progress)
-        if skipped:
-            notes.append(f"Skipped {len(skipped)} file(s)/folder(s): {summarize(skipped)}")
-            console.print(f"[yellow]Skipped {len(skipped)} file(s)/folder(s):[/yellow] {summarize(skipped)}")
-        if config.skip_image_processing:
-            _check_usable_in_place(sources)
-        timings["collect"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
-        images = _load_network_images([s.path for s in sources], config.image_size, progress)
-        timings["load images"] = time.perf_counter() - tic
-
-        tic = time.perf_counter()
+        sources = step("collect", _collect_inputs, config, staging / ".video_frames", progress, console, notes)
+        images = step("load images", _load_network_images, [s.path for s in sources], config.image_size, progress)
         if predictor is None:
-            predictor, device_note = _load_predictor(config, console, progress)
+            predictor, device_note = step("model", load_predictor, config, console, progress)
             notes.append(device_note)
-        timings["model"] = time.perf_counter() - tic
-
-        # The image copies need only the decoded sizes: they are written while the network runs.
-        sizes = [image.original_size for image in images]
-        with _ImageWriter(sources, sizes, staging, config.num_downscales, progress, config.skip_image_processing) as w:
-            tic = time.perf_counter()
-            reconstruction, confidence_maps = _reconstruct(config, images, predictor, reconstruct_fn, console, progress)
-            timings["reconstruct"] = time.perf_counter() - tic
-            tic = time.perf_counter()
-            w.wait()
-            timings["write images"] = time.perf_counter() - tic  # what was left after the reconstruction
-        if config.skip_image_processing:
-            file_paths = [str(s.path.absolute()) for s in sources]
-            colmap_names = [s.path.absolute().relative_to(Path(config.data).absolute()).as_posix() for s in sources]
         else:
-            file_paths = [f"images/{s.output_name}" for s in sources]
-            colmap_names = [s.output_name for s in sources]
-
-        tic = time.perf_counter()
-        task = progress.add_task("Writing transforms.json, sparse_pc.ply and the COLMAP model", total=None)
-        content = transforms_dict(reconstruction, file_paths, PLY_NAME, [s.name for s in sources])
-        write_transforms(staging / "transforms.json", content)
-        write_ply(staging / PLY_NAME, nerfstudio_points(reconstruction.points), reconstruction.colors)
-        write_colmap_model(staging / COLMAP_DIR, reconstruction, colmap_names)
-        shutil.rmtree(staging / ".video_frames", ignore_errors=True)
-        progress.update(task, total=1, completed=1)
-        timings["write model"] = time.perf_counter() - tic
-
-        stages = _stages(reconstruction, timings)
-        report = _write_report(staging, reconstruction, confidence_maps, file_paths, stages, console)
+            timings["model"] = 0.0
+        sizes = [image.original_size for image in images]  # the copies need only the decoded sizes
+        task = progress.add_task("Writing images", total=0 if in_place else len(sources))
+        copies = ImageCopies(
+            sources, sizes, staging, config.num_downscales, lambda: progress.advance(task), image_copies == "during"
+        )
+        with copies if not in_place else contextlib.nullcontext():
+            reconstruction = step(
+                "reconstruct", _reconstruct, config, images, predictor, reconstruct_fn, console, progress
+            )
+            step("write images", copies.wait if not in_place else lambda: None)  # what is left after the network
+            task = progress.add_task("Writing transforms.json, sparse_pc.ply and the COLMAP model", total=None)
+            root = Path(config.data) if in_place else None
+            step("write model", write_dataset, reconstruction, staging, sources, config.num_downscales, root, copies)
+            shutil.rmtree(staging / ".video_frames", ignore_errors=True)
+            progress.update(task, total=1, completed=1)
+        stages = stage_times(reconstruction, timings)
+        report = _write_report(staging, reconstruction, frame_paths(sources, in_place), stages, console)
         report = None if report is None else output_dir / report.relative_to(staging)
+
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
-    result.summary = _summary(config, reconstruction, sources, timings, notes, output_dir, stages, report)
+    result.summary = summary_lines(config, reconstruction, sources, timings, notes, output_dir, stages, report)
     console.rule("[bold green]:tada: :tada: :tada: All DONE :tada: :tada: :tada:")
     for line in result.summary:
         console.print(line, justify="center", highlight=False)
     console.rule()
     return result
+
+
+def _collect_inputs(
+    config: ProcessConfig, frames_dir: Path, progress: Progress, console: Console, notes: list[str]
+) -> list[DatasetImage]:
+    """The input images (video frames extracted), with the skipped files named on the console and in ``notes``."""
+    sources, skipped = collect(config, frames_dir, progress)
+    if skipped:
+        notes.append(f"Skipped {len(skipped)} file(s)/folder(s): {summarize(skipped)}")
+        console.print(f"[yellow]Skipped {len(skipped)} file(s)/folder(s):[/yellow] {summarize(skipped)}")
+    if config.skip_image_processing:
+        _check_usable_in_place(sources)
+    return sources
 
 
 def _check_options(config: ProcessConfig) -> None:
@@ -271,7 +270,7 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError("--refine-distortion refines with the cameras: pass --refine as well")
     check_eval_data(config.data, config.eval_data)
     check_model_name(config.model)
-    _check_device(config.device)
+    check_device(config.device)
     if config.refine and config.refine_tracks == "flow" and importlib.util.find_spec("cv2") is None:
         raise InputError(
             "--refine uses optical flow from OpenCV, which is not installed: pip install opencv-python-headless "
@@ -290,7 +289,7 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _check_usable_in_place(sources: list[Source]) -> None:
+def _check_usable_in_place(sources: list[DatasetImage]) -> None:
     for source in sources:
         if display_name(source.path) != str(source.path):
             raise InputError(
@@ -305,81 +304,11 @@ def _check_usable_in_place(sources: list[Source]) -> None:
             raise InputError(f"{source.path}: too large for PIL's safety limit ({error}); downscale it first") from None
         except (OSError, SyntaxError, ValueError) as error:
             raise InputError(f"{source.path}: not a readable image ({error})") from None
-        if kind != "JPEG RGB" and kind != "PNG RGB" or orientation != 1:
+        if kind not in ("JPEG RGB", "PNG RGB") or orientation != 1:
             raise InputError(
                 f"{source.path}: --skip-image-processing needs RGB JPEG/PNG images without EXIF rotation "
                 f"(this one is {kind}, orientation {orientation}); drop the flag"
             )
-
-
-def _check_device(name: str | None) -> None:
-    """Refuse a --device that cannot run Fast3R here (before any work)."""
-    if name is None:
-        return
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise InputError(f"--device {name}: {error}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {name}: Fast3R runs on cuda or cpu here, not on {device.type}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu or leave it out")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-
-
-def _resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
-    import torch
-
-    if config.device is None:
-        if torch.cuda.is_available():
-            return "cuda", "Device: cuda"
-        message = "No CUDA GPU found: running Fast3R on the CPU (expect minutes for a few dozen images)"
-        console.print(f"[bold yellow]Warning:[/bold yellow] {message}")
-        return "cpu", message
-    _check_device(config.device)
-    device = torch.device(config.device)
-    return str(device), f"Device: {device}"
-
-
-def _load_model(config: ProcessConfig, device: str):
-    """The Fast3R model on ``device`` in the configured dtype, and the dtype's name."""
-    import torch
-
-    from .model import Fast3R
-
-    dtype_name = config.dtype
-    if dtype_name == "auto":
-        on_gpu = device.startswith("cuda")
-        dtype_name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    try:
-        return Fast3R.from_pretrained(config.model, device=device, dtype=dtype), dtype_name
-    except ValueError as error:
-        raise InputError(f"--model {config.model}: cannot use this checkpoint ({error})") from None
-
-
-def _load_predictor(config: ProcessConfig, console: Console, progress: Progress) -> tuple[Predictor, str]:
-    from .distributed import launched_by_torchrun
-    from .predictor import Fast3RPredictor
-
-    if launched_by_torchrun():  # rank 0 of torchrun: its own GPU, the others serve their share of each pass
-        import torch.distributed as dist
-
-        from .distributed import DistributedFast3RPredictor, init_from_env
-
-        device = str(init_from_env())
-        note = f"Devices: {dist.get_world_size()} processes ({device} on rank 0), decoder tokens split across them"
-    else:
-        device, note = _resolve_device(config, console)
-    task = progress.add_task(f"Loading Fast3R ({config.model}, {config.dtype}, {device})", total=None)
-    model, dtype_name = _load_model(config, device)
-    progress.update(task, total=1, completed=1)
-    if launched_by_torchrun():
-        return DistributedFast3RPredictor(model, device), f"{note} ({dtype_name})"
-    return Fast3RPredictor(model, device), f"{note} ({dtype_name})"
 
 
 def _load_network_images(paths: list[Path], size: int, progress: Progress) -> list[PreparedImage]:
@@ -401,6 +330,24 @@ def _load_network_images(paths: list[Path], size: int, progress: Progress) -> li
     return images
 
 
+def reconstruct_options(config: ProcessConfig):
+    """The ``ReconstructOptions`` of the command-line flags (unset flags keep the pipeline's defaults)."""
+    from .pipeline import ReconstructOptions
+
+    values = {
+        "focal_mode": config.focal_mode,
+        "conf_percentile": config.conf_percentile,
+        "min_confidence": config.min_confidence,
+        "max_points": config.max_points,
+        "device": config.device,
+        "refine": config.refine,
+        "refine_distortion": config.refine_distortion,
+        "refine_tracks": config.refine_tracks,
+        "max_views_per_pass": config.max_views_per_pass,
+    }
+    return ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
+
+
 def _reconstruct(
     config: ProcessConfig,
     images: list[PreparedImage],
@@ -408,25 +355,12 @@ def _reconstruct(
     reconstruct_fn: ReconstructFn | None,
     console: Console,
     progress: Progress,
-) -> tuple[Reconstruction, list[np.ndarray]]:
-    """The reconstruction (in passes when the images do not fit one) and each view's confidence map."""
-    from .chunked import chunked_if_needed
-
+) -> Reconstruction:
+    """The reconstruction (``fast3r_ns.pipeline.reconstruct`` decides whether the images need several passes)."""
     if reconstruct_fn is None:
-        from .pipeline import ReconstructOptions, reconstruct
+        from .pipeline import reconstruct
 
-        reconstruct_fn = reconstruct
-        values = {
-            "focal_mode": config.focal_mode,
-            "conf_percentile": config.conf_percentile,
-            "min_confidence": config.min_confidence,
-            "max_points": config.max_points,
-            "device": config.device,
-            "refine": config.refine,
-            "refine_distortion": config.refine_distortion,
-            "refine_tracks": config.refine_tracks,
-        }
-        options = ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
+        reconstruct_fn, options = reconstruct, reconstruct_options(config)
     else:
         options = None
     task = progress.add_task(f"Fast3R on {len(images)} images", total=None)
@@ -436,123 +370,14 @@ def _reconstruct(
         if config.verbose:
             console.log(message)
 
-    views = [image.tensor for image in images]
-    predictor = chunked_if_needed(predictor, views, config.max_views_per_pass, progress=report)
-    capture = _ConfidenceCapture(predictor)
-    reconstruction = reconstruct_fn(images, capture, options, progress=report)
+    reconstruction = reconstruct_fn(images, predictor, options, progress=report)
     progress.update(task, description="Inference and pose recovery", total=1, completed=1)
-    return reconstruction, capture.maps
-
-
-def _save(image: Image.Image, path: Path) -> None:
-    if path.suffix == ".jpg":
-        image.save(path, quality=95, subsampling=0)
-    else:
-        image.save(path, compress_level=1)
-
-
-def _write_one(source: Source, size: tuple[int, int], staging: Path, num_downscales: int) -> None:
-    target = staging / "images" / source.output_name
-    with Image.open(source.path) as raw:
-        verbatim = raw.format in ("JPEG", "PNG") and raw.mode == "RGB" and raw.getexif().get(0x0112, 1) == 1
-    image = open_rgb(source.path)
-    if image.size != size:
-        raise RuntimeError(f"{source.path}: read as {image.size}, reconstructed as {size}")
-    if verbatim:
-        shutil.copyfile(source.path, target)
-    else:
-        _save(image, target)
-    for level in range(1, num_downscales + 1):
-        factor = 2**level
-        small = (max(1, size[0] // factor), max(1, size[1] // factor))
-        small_image = image.resize(small, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        _save(small_image, staging / f"images_{factor}" / target.name)
-
-
-class _ImageWriter:
-    """images/frame_XXXXX (RGB, EXIF applied; verbatim copies where nothing changes) and halved copies, written by
-    a thread pool in the background from ``__enter__`` on; ``wait()`` re-raises the first failure. Leaving the block
-    early (an error elsewhere) cancels what has not started."""
-
-    background = True
-    """Write while the network runs; False starts the writes in ``wait()`` (bench_pipeline's comparison)."""
-
-    def __init__(
-        self,
-        sources: list[Source],
-        sizes: list[tuple[int, int]],
-        staging: Path,
-        num_downscales: int,
-        progress: Progress,
-        skip: bool = False,
-    ) -> None:
-        self._args = (sources, [tuple(int(v) for v in size) for size in sizes], staging, num_downscales)
-        self._progress, self._skip = progress, skip
-        self._pool: ThreadPoolExecutor | None = None
-        self._jobs: list = []
-
-    def __enter__(self) -> _ImageWriter:
-        if self._skip:
-            return self
-        sources, sizes, staging, num_downscales = self._args
-        for folder in ["images"] + [f"images_{2**level}" for level in range(1, num_downscales + 1)]:
-            (staging / folder).mkdir()
-        task = self._progress.add_task("Writing images", total=len(sources))
-
-        def write(source: Source, size: tuple[int, int]) -> None:
-            _write_one(source, size, staging, num_downscales)
-            self._progress.advance(task)
-
-        # warning filters are process-wide: set once here (main thread), restored in __exit__
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fast3r-ns-images")
-        self._submit = lambda: [self._pool.submit(write, s, size) for s, size in zip(sources, sizes)]
-        if self.background:
-            self._jobs = self._submit()
-        return self
-
-    def wait(self) -> None:
-        if self._pool is not None and not self._jobs:
-            self._jobs = self._submit()
-        for job in self._jobs:
-            job.result()
-
-    def __exit__(self, *exc_info) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._warnings.__exit__(*exc_info)
-
-
-def _stages(reconstruction: Reconstruction, timings: dict[str, float]) -> dict[str, float]:
-    """Seconds per stage, in order: ours around the pipeline's own stages."""
-    stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
-    stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
-    return stages | {k: timings[k] for k in ("write images", "write model")}
-
-
-class _ConfidenceCapture:
-    """Passes predictions through, keeping each view's confidence map at 1/4 resolution for the report."""
-
-    def __init__(self, predictor: Predictor, stride: int = 4) -> None:
-        self.predictor, self.stride, self.maps = predictor, stride, []
-
-    @property
-    def chunk_report(self) -> list:
-        """The merge report of a chunked predictor (empty for one pass)."""
-        return getattr(self.predictor, "chunk_report", None) or []
-
-    def __call__(self, views):
-        outputs = self.predictor(views)
-        self.maps = [o["conf"][0, :: self.stride, :: self.stride].float().cpu().numpy() for o in outputs]
-        return outputs
+    return reconstruction
 
 
 def _write_report(
     staging: Path,
     reconstruction: Reconstruction,
-    confidence_maps: list[np.ndarray],
     frame_paths: list[str],
     stages: dict[str, float],
     console: Console,
@@ -563,7 +388,8 @@ def _write_report(
     from .preview.report import REPORT_HTML, REPORT_PNG, write_report
 
     try:
-        return write_report(staging, reconstruction, confidence_maps or None, frame_paths=frame_paths, timings=stages)
+        maps = reconstruction.confidence_maps or None
+        return write_report(staging, reconstruction, maps, frame_paths=frame_paths, timings=stages)
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001 - the report is optional, the dataset is complete
@@ -572,42 +398,3 @@ def _write_report(
         shutil.rmtree(staging / PREVIEW_DIR, ignore_errors=True)
         console.print(f"[yellow]Could not write the report: {error}", highlight=False)
         return None
-
-
-def _summary(
-    config: ProcessConfig,
-    reconstruction: Reconstruction,
-    sources: list[Source],
-    timings: dict[str, float],
-    notes: list[str],
-    output_dir: Path,
-    stages: dict[str, float],
-    report: Path | None,
-) -> list[str]:
-    fx = reconstruction.intrinsics[:, 0]
-    num_eval = sum(s.output_name.startswith("frame_eval_") for s in sources)
-    used = f"Used {reconstruction.num_images} images" + (f" ({num_eval} for evaluation)" if num_eval else "")
-    if shares_one_camera(reconstruction):
-        camera = f"One shared camera: focal {fx[0]:.1f} px"
-    else:
-        camera = f"Per-image focal: median {np.median(fx):.1f} px (range {fx.min():.1f} - {fx.max():.1f})"
-    conf = np.asarray(reconstruction.view_confidence, dtype=np.float64)
-    confidence = f"View confidence: median {np.median(conf):.2f} (lowest {conf.min():.2f})"
-    bad = np.flatnonzero(~np.asarray(reconstruction.pose_ok, dtype=bool))
-    lines = [used, camera, confidence]
-    if len(bad):
-        names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
-    lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
-    if len(reconstruction.points) == 0:
-        lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
-    from .chunked import summary_lines
-
-    lines += summary_lines(getattr(reconstruction, "chunk_report", None) or [])
-    per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
-    lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
-    lines += notes
-    if report is not None:
-        lines.append(f"Report: {report} (3-D preview: fast3r-ns view {output_dir})")
-    lines.append(f"Next: ns-train splatfacto --data {output_dir}")
-    return lines

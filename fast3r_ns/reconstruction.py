@@ -52,6 +52,7 @@ class Reconstruction:
     tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
     distortion: np.ndarray | None = None  # [N] float64, radial k1 (OpenCV model) where refined, None = pinhole
     refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
+    confidence_maps: list[np.ndarray] | None = None  # [N] each view's global confidence at 1/4 resolution (report)
     chunk_report: list[dict] = field(default_factory=list)  # per pass when chunked (fast3r_ns.chunked.ChunkFit)
 
     @property

@@ -53,3 +53,33 @@ def run(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -> Non
         results["served"] = serve(model, "cpu")
         torch.save(results, f"{out}.rank{rank}")
     dist.destroy_process_group()
+
+
+def many_views(tiny: Path, count: int) -> list[torch.Tensor]:
+    """``count`` 48x80 views (flips and shifts of two fixture views): equal tokens on every rank."""
+    base = same_size_views(tiny)
+    views = [base[i % len(base)] for i in range(count)]
+    return [v.roll(i // len(base), dims=-1) for i, v in enumerate(views)]
+
+
+def run_many(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -> None:
+    """All-gather and ring forwards over 2 views per rank (and all-gather over uneven sizes), gathered on rank 0."""
+    from fast3r_ns.model import Fast3R
+    from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
+    tiny = Path(tiny)
+    model = Fast3R.from_pretrained(tiny / "model").eval()
+    even = many_views(tiny, 2 * world_size)
+    uneven = even[: world_size - 1] + tiny_views(tiny)[:2]  # sizes differ: the ring falls back to all-gather
+    results = {}
+    for name, views, method in (("allgather", even, "allgather"), ("ring", even, "ring"), ("uneven", uneven, "ring")):
+        parallel = SequenceParallel(method=method)
+        mine, outputs = parallel_forward(model, views, parallel)
+        ranges = split_views(view_tokens(model, views), world_size)
+        results[name] = gather_outputs(mine, outputs, [v.shape for v in views], ranges)
+        results[name + "_tokens"] = parallel.tokens_per_rank
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()

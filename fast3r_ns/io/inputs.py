@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..dataset import DatasetImage
 from ..errors import InputError
 from .images import AVIF_READABLE, HEIF_READABLE, HEIF_SUFFIXES, IMAGE_SUFFIXES, probe_image, size_problem
 from .output import MARKER_NAME, is_our_output
@@ -28,13 +29,6 @@ if TYPE_CHECKING:
 REPORT_IMAGE = "fast3r_report.png"  # fast3r_ns.preview.report.REPORT_PNG (not imported: it loads matplotlib)
 PREVIEW_FOLDER = "fast3r_preview"  # fast3r_ns.preview.files.PREVIEW_DIR
 _DOWNSCALES = re.compile(r"images_\d+")
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path  # file the network reads
-    name: str  # original name shown to the user (relative to its folder, or the video frame)
-    output_name: str  # frame_00001.jpg ...
 
 
 @dataclass(frozen=True)
@@ -193,7 +187,7 @@ def check_eval_data(data: Path, eval_data: Path | None) -> None:
         )
 
 
-def collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tuple[list[Source], list[Skipped]]:
+def collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tuple[list[DatasetImage], list[Skipped]]:
     """The views of ``config.data`` (and ``config.eval_data``) named frame_XXXXX, and what was skipped."""
     task = progress.add_task("Collecting input images", total=None)
     check_eval_data(config.data, config.eval_data)
@@ -212,6 +206,6 @@ def collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tupl
     for prefix, items in (("frame_train_" if evaluation else "frame_", train), ("frame_eval_", evaluation)):
         for index, (path, name) in enumerate(items):
             suffix = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            sources.append(Source(path, name, f"{prefix}{index + 1:05d}{suffix}"))
+            sources.append(DatasetImage(path, name, f"{prefix}{index + 1:05d}{suffix}"))
     progress.update(task, total=len(sources), completed=len(sources))
     return sources, skipped

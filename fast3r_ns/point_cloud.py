@@ -1,0 +1,142 @@
+"""The coloured point cloud: confidence-filtered, voxel-thinned pointmap points, then the refined track points.
+
+Every point keeps the image it came from and its pixel there (original-image coordinates, conventions), so the
+COLMAP model and the report can trace it back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .geometry.points import PointSampler, confidence_mask, sample_colors
+from .io.images import PreparedImage, open_rgb
+from .predictor import Output, first_item
+from .reconstruction import PointTracks
+
+if TYPE_CHECKING:
+    from .cameras import Cameras
+    from .geometry.tracks import Tracks
+    from .pipeline import ReconstructOptions
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class PointCloud:
+    points: np.ndarray  # [M, 3] float32 world points
+    colors: np.ndarray  # [M, 3] uint8
+    confidence: np.ndarray  # [M] float32
+    image: np.ndarray  # [M] int32, view of each point
+    pixel: np.ndarray  # [M, 2] float32, original-image pixel in that view
+    view_confidence: np.ndarray  # [V] median global confidence of each view
+    tracks: PointTracks | None = None  # multi-view observations of the appended track points
+
+
+def build_point_cloud(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: Cameras,
+    options: ReconstructOptions,
+    device: torch.device,
+    progress: Progress | None = None,
+    tracks: Tracks | None = None,
+    track_pixels: np.ndarray | None = None,
+) -> PointCloud:
+    """Dense points of the pointmaps, then the (refined) ``tracks`` points with their observations at
+    ``track_pixels`` (original-image pixels, one row per observation); colours from the images."""
+    points, conf, view, network_xy, view_confidence = _dense_points(
+        images, predictions, cameras, options, device, progress
+    )
+    point_tracks = None
+    if tracks is not None and tracks.num_tracks:
+        first = tracks.offsets[:-1]
+        members = np.maximum(np.diff(tracks.offsets), 1)
+        point_tracks = PointTracks(
+            point=np.arange(len(points), len(points) + tracks.num_tracks, dtype=np.int64),
+            offsets=tracks.offsets.astype(np.int64),
+            image=tracks.view.astype(np.int32),
+            pixel=np.asarray(track_pixels, dtype=np.float32),
+        )
+        points = np.concatenate([points, tracks.points.astype(np.float32)])
+        conf = np.concatenate([conf, (np.add.reduceat(tracks.confidence, first) / members).astype(np.float32)])
+        view = np.concatenate([view, tracks.view[first]])  # a track point's colour: its first observation
+        network_xy = np.concatenate([network_xy, tracks.pixel[first]])
+    pixels, colors = _pixels_and_colors(images, view, network_xy, options)
+    return PointCloud(points, colors, conf, view.astype(np.int32), pixels, view_confidence, point_tracks)
+
+
+def _dense_points(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: Cameras,
+    options: ReconstructOptions,
+    device: torch.device,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(points, confidence, view, network pixel centre) of the thinned cloud and each view's median confidence."""
+    count = len(images)
+    per_view_cap = int(math.ceil(4 * options.max_points / count))
+    sampler = PointSampler(per_view_cap, seed=options.seed)
+    use_local = options.point_source == "local" and options.focal_mode != "official"
+    view_confidence = np.empty(count)
+    for view, prediction in enumerate(predictions):
+        conf = first_item(prediction["conf"]).reshape(-1).to(device, torch.float32)
+        view_confidence[view] = float(conf.nanmedian())
+        if options.drop_untrusted_views and cameras.notes[view]:
+            continue
+        mask = confidence_mask(conf[None], options.conf_percentile, options.min_confidence)[0]
+        if use_local:
+            pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
+            local = first_item(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
+            points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
+        else:
+            points = first_item(prediction["pts3d_in_other_view"]).reshape(-1, 3).to(device, torch.float32)
+        mask &= torch.isfinite(points).all(-1)
+        index = mask.nonzero()[:, 0]
+        sampler.add(view, points[index], conf[index], index)
+        if progress and (view + 1) % options.chunk_views == 0:
+            progress(f"points: {view + 1}/{count} views")
+    points, conf, view_index, pixel_index = sampler.finish(options.max_points, device)
+    view_np, pixel_np = view_index.numpy().astype(np.int64), pixel_index.numpy().astype(np.int64)
+    widths = np.array([image.size[0] for image in images], dtype=np.int64)
+    network_xy = np.stack([pixel_np % widths[view_np] + 0.5, pixel_np // widths[view_np] + 0.5], axis=-1)
+    return points.numpy(), conf.numpy(), view_np, network_xy, view_confidence
+
+
+def _pixels_and_colors(
+    images: Sequence[PreparedImage], view: np.ndarray, network_xy: np.ndarray, options: ReconstructOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Original-image pixel and RGB of every point (network pixel ``network_xy`` in image ``view``)."""
+    count = len(images)
+    pixels = np.empty((len(view), 2), dtype=np.float32)
+    colors = np.empty((len(view), 3), dtype=np.uint8)
+    order = np.argsort(view, kind="stable")
+    bounds = np.searchsorted(view[order], np.arange(count + 1))
+
+    def fill(index: int) -> None:
+        rows = order[bounds[index] : bounds[index + 1]]
+        if not len(rows):
+            return
+        image = images[index]
+        original_xy = image.to_original(network_xy[rows])
+        pixels[rows] = original_xy
+        if options.colors == "original":
+            colors[rows] = sample_colors(np.asarray(open_rgb(image.path)), original_xy)
+        else:
+            height, width = image.size[1], image.size[0]
+            col = np.clip(np.floor(network_xy[rows, 0]).astype(np.int64), 0, width - 1)
+            row = np.clip(np.floor(network_xy[rows, 1]).astype(np.int64), 0, height - 1)
+            rgb = image.tensor[0].reshape(3, -1)[:, torch.from_numpy(row * width + col)].T
+            colors[rows] = ((rgb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    # Decoding the original images dominates for large inputs; PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=max(1, options.io_workers)) as pool:
+        list(pool.map(fill, range(count)))
+    return pixels, colors

@@ -1,0 +1,62 @@
+"""The command line's closing summary and the seconds of each stage (also shown in the report)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .dataset import COLMAP_DIR, PLY_NAME, DatasetImage
+from .io.transforms import shares_one_camera
+from .reconstruction import Reconstruction
+
+if TYPE_CHECKING:
+    from .process import ProcessConfig
+
+
+def stage_times(reconstruction: Reconstruction, timings: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage, in order: ours around the pipeline's own stages."""
+    stages = dict(reconstruction.timings) or {"reconstruct": timings["reconstruct"]}
+    stages = {k: timings[k] for k in ("collect", "load images", "model")} | stages
+    return stages | {k: timings[k] for k in ("write images", "write model")}
+
+
+def summary_lines(
+    config: ProcessConfig,
+    reconstruction: Reconstruction,
+    sources: Sequence[DatasetImage],
+    timings: dict[str, float],
+    notes: list[str],
+    output_dir: Path,
+    stages: dict[str, float],
+    report: Path | None,
+) -> list[str]:
+    fx = reconstruction.intrinsics[:, 0]
+    num_eval = sum(s.output_name.startswith("frame_eval_") for s in sources)
+    used = f"Used {reconstruction.num_images} images" + (f" ({num_eval} for evaluation)" if num_eval else "")
+    if shares_one_camera(reconstruction):
+        camera = f"One shared camera: focal {fx[0]:.1f} px"
+    else:
+        camera = f"Per-image focal: median {np.median(fx):.1f} px (range {fx.min():.1f} - {fx.max():.1f})"
+    conf = np.asarray(reconstruction.view_confidence, dtype=np.float64)
+    confidence = f"View confidence: median {np.median(conf):.2f} (lowest {conf.min():.2f})"
+    bad = np.flatnonzero(~np.asarray(reconstruction.pose_ok, dtype=bool))
+    lines = [used, camera, confidence]
+    if len(bad):
+        names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
+    lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
+    if len(reconstruction.points) == 0:
+        lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
+    from .chunked import summary_lines as chunk_summary_lines  # torch: not at import
+
+    lines += chunk_summary_lines(getattr(reconstruction, "chunk_report", None) or [])
+    per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
+    lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
+    lines += notes
+    if report is not None:
+        lines.append(f"Report: {report} (3-D preview: fast3r-ns view {output_dir})")
+    lines.append(f"Next: ns-train splatfacto --data {output_dir}")
+    return lines
