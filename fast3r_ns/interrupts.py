@@ -23,6 +23,8 @@ MESSAGE = "Interrupted: nothing was written"
 _cleanup_paths: set[Path] = set()
 _children: set[subprocess.Popen] = set()
 _received: list[int] = []
+_complete: list[Path] = []
+_deferring: list[bool] = []
 
 
 class Interrupted(BaseException):
@@ -59,18 +61,44 @@ def child(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
             process.wait()
 
 
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold an interrupt back for the block (the final renames): a signal arriving meanwhile acts after it.
+
+    (A flag, not a blocked signal mask: a signal sent to the process may be delivered to any of its threads.)
+    """
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+    if _received and not _deferring:
+        raise Interrupted(_received[0])
+
+
+def completed(path: Path) -> None:
+    """Say that ``path`` is complete: an interrupt from now on says so instead of "nothing was written"."""
+    _complete.append(Path(path))
+
+
+def _message() -> str:
+    return f"Interrupted: {_complete[-1]} was already complete" if _complete else MESSAGE
+
+
 def _hard_exit(signum: int) -> None:
     for process in list(_children):
         with contextlib.suppress(OSError):
             process.kill()
     for path in list(_cleanup_paths):
         shutil.rmtree(path, ignore_errors=True)
-    print(MESSAGE, file=sys.stderr, flush=True)
+    print(_message(), file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
 
 def _handler(signum: int, frame) -> None:  # noqa: ARG001 - the signal module's signature
     _received.append(signum)
+    if _deferring:
+        return  # deferred() raises once its block is done
     if len(_received) > 1:
         _hard_exit(_received[0])
     raise Interrupted(signum)
@@ -80,18 +108,20 @@ def _handler(signum: int, frame) -> None:  # noqa: ARG001 - the signal module's 
 def handle_interrupts() -> Iterator[None]:
     """Install the handlers for the block (main thread only; elsewhere the block runs unchanged).
 
-    ``Interrupted`` and ``KeyboardInterrupt`` leaving the block print ``MESSAGE`` and exit 128 + signal number.
+    ``Interrupted`` and ``KeyboardInterrupt`` leaving the block print ``MESSAGE`` (or that the output was already
+    complete) and exit 128 + signal number.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
     _received.clear()
+    _complete.clear()
     try:
         yield
     except (Interrupted, KeyboardInterrupt) as error:
         signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
-        print(MESSAGE, file=sys.stderr, flush=True)
+        print(_message(), file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
     finally:
         for signum, handler in previous.items():

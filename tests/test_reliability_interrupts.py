@@ -108,3 +108,26 @@ def test_second_signal_during_a_stuck_cleanup_exits_at_once(tmp_path):
     output, _ = run.communicate(timeout=20)
     assert run.returncode == 143 and output.strip() == "Interrupted: nothing was written", output
     assert not staging.exists()
+
+
+DURING_THE_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from fast3r_ns import interrupts
+
+done = Path(sys.argv[1])
+with interrupts.handle_interrupts():
+    with interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the final renames
+        done.write_text("renamed")
+        interrupts.completed(done)
+    done.write_text("not reached: the signal acts here")
+"""
+
+
+def test_signal_during_the_final_rename_waits_for_it(tmp_path):
+    done = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", DURING_THE_RENAME, str(done)], capture_output=True, text=True)
+    assert result.returncode == 143, result.stderr
+    assert done.read_text() == "renamed"
+    assert result.stderr.strip() == f"Interrupted: {done} was already complete"

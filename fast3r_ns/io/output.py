@@ -162,7 +162,9 @@ def atomic_output_dir(output_dir: Path, overwrite: bool = False, inputs: tuple[P
             staging.chmod(0o777 & ~umask)
             write_marker(staging)
             yield staging
-            _replace(staging, output_dir)
+            with interrupts.deferred():  # a signal now would leave neither the old output nor the new one
+                _replace(staging, output_dir)
+                interrupts.completed(output_dir)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
