@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import InputError
 from .config import Fast3RConfig
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class WeightsNotFoundError(FileNotFoundError):
     """The weights are neither on disk nor reachable."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """The checkpoint's files exist but cannot be used (damaged file, keys or shapes not matching config.json)."""
 
 
@@ -43,6 +44,8 @@ def check_model_name(name_or_path: str | Path) -> Path | None:
             raise WeightsNotFoundError(f"{path} has no {CONFIG_NAME}: expected a Fast3R checkpoint folder")
         if not any((path / weights).is_file() for weights in (SAFETENSORS_NAME, *PICKLE_NAMES)):
             raise WeightsNotFoundError(f"{path} has no {SAFETENSORS_NAME}")
+        if (path / SAFETENSORS_NAME).is_file():
+            _check_safetensors(path / SAFETENSORS_NAME)
         return path
     if path.exists():
         raise WeightsNotFoundError(f"--model {name}: a file, not a checkpoint folder (config.json + model.safetensors)")
@@ -85,6 +88,18 @@ def resolve_files(
     return path / CONFIG_NAME, weights
 
 
+def _check_safetensors(weights: Path) -> None:
+    """A CheckpointError when the file's header or length is not that of a complete safetensors file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt"):  # reads and checks the header only
+            pass
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for damaged files
+        size = weights.stat().st_size
+        raise CheckpointError(f"{weights} ({size:,} bytes) is not a complete safetensors file: {error}") from None
+
+
 def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -111,11 +126,8 @@ def read_state_dict(weights: Path, allow_pickle: bool = False) -> dict[str, torc
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        try:
-            return load_file(str(weights))
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for damaged files
-            size = weights.stat().st_size
-            raise CheckpointError(f"{weights} ({size:,} bytes) is not a complete safetensors file: {error}") from None
+        _check_safetensors(weights)
+        return load_file(str(weights))
     if not allow_pickle:
         raise CheckpointError(
             f"{weights} is a pickled checkpoint, which can run arbitrary code when loaded: fast3r-ns reads only "
