@@ -20,6 +20,23 @@ from synthetic_cameras import fake_reconstruct  # noqa: E402
 import fast3r_ns.process  # noqa: E402
 from fast3r_ns.cli import entrypoint  # noqa: E402
 
+FAKE_FFMPEG = """#!/bin/sh
+case "$(basename "$0")" in
+  ffprobe) echo 100 ;;
+  ffmpeg) echo $$ > "$FAKE_FFMPEG_PID"; exec sleep 120 ;;
+esac
+"""
+
+
+def fake_ffmpeg(folder: Path, pid_file: Path) -> dict[str, str]:
+    """Put an ffprobe (100 frames) and an ffmpeg (writes its pid to ``pid_file``, then sleeps) into ``folder``;
+    return the environment variables that make a child use them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("ffmpeg", "ffprobe"):
+        (folder / name).write_text(FAKE_FFMPEG)
+        (folder / name).chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}", "FAKE_FFMPEG_PID": str(pid_file)}
+
 
 def slow_reconstruct(*args, **kwargs):
     ready = os.environ.get("RELIABILITY_READY")

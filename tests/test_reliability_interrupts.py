@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_runner import fake_ffmpeg
 from synthetic_cameras import write_images
 
 RUNNER = Path(__file__).parent / "reliability_runner.py"
@@ -46,25 +47,11 @@ def test_signal_during_the_network_pass(tmp_path, signum, code):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "ready"]  # no output, staging or lock
 
 
-FAKE_FFMPEG = """#!/bin/sh
-case "$(basename "$0")" in
-  ffprobe) echo 100 ;;
-  ffmpeg) echo $$ > "$FAKE_FFMPEG_PID"; exec sleep 120 ;;
-esac
-"""
-
-
 def test_sigterm_during_video_extraction_stops_ffmpeg(tmp_path):
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    for name in ("ffmpeg", "ffprobe"):
-        (tools / name).write_text(FAKE_FFMPEG)
-        (tools / name).chmod(0o755)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\0" * 100)
     pid_file = tmp_path / "ffmpeg.pid"
-    env = {"PATH": f"{tools}:{os.environ['PATH']}", "FAKE_FFMPEG_PID": str(pid_file)}
-    run = _start(tmp_path, video, env)
+    run = _start(tmp_path, video, fake_ffmpeg(tmp_path / "bin", pid_file))
     _wait_for(pid_file, run)
     time.sleep(0.2)  # the fake ffmpeg has exec'd its sleep
     ffmpeg_pid = int(pid_file.read_text())
