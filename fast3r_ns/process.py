@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
+import math
 import os
 import shutil
 import time
@@ -23,11 +25,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from .dataset import DatasetImage, frame_paths
 from .errors import InputError
-from .io.images import IMAGE_SUFFIXES, ImageLoadError
+from .io.images import ImageLoadError
+from .io.inputs import check_eval_data, collect, display_name, summarize
 from .io.output import atomic_output_dir, check_output_dir
-from .io.video import VIDEO_SUFFIXES, extract_frames
-from .model.loading import DEFAULT_REPO
-from .runtime import load_model, load_predictor
+from .model.loading import DEFAULT_REPO, check_model_name
+from .runtime import check_device, load_model, load_predictor
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
@@ -44,7 +46,7 @@ class ProcessConfig:
     and a COLMAP model. (The options of both ``fast3r-ns process`` and ``ns-process-data fast3r``.)"""
 
     data: Path
-    """Folder of images (searched recursively, hidden files skipped) or a video file."""
+    """Folder of images (searched recursively; hidden files, masks/ and our own outputs skipped) or a video file."""
     output_dir: Path
     """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/); it appears only
     once complete, and must not exist unless --overwrite."""
@@ -77,8 +79,8 @@ class ProcessConfig:
     first refinement on pointmap tracks (needs OpenCV); "pointmaps": pixels whose predicted 3-D points coincide
     (faster, cannot see a view's misplaced pointmap)."""
     refine_distortion: bool = False
-    """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
-    and the COLMAP model; for lenses with visible distortion."""
+    """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written
+    to transforms.json and the COLMAP model; for lenses with visible distortion."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
@@ -87,7 +89,8 @@ class ProcessConfig:
     """Write no images/ or downscales: transforms.json names the inputs by absolute path, the COLMAP model by
     path relative to --data. The inputs must be RGB JPEG/PNG without EXIF rotation."""
     overwrite: bool = False
-    """Replace an existing --output-dir (only once the new one is complete)."""
+    """Replace an existing --output-dir, only an earlier output of fast3r-ns (it holds .fast3r_ns) or an empty
+    folder, and only once the new one is complete."""
     max_views_per_pass: int | None = None
     """Most images in one network pass; more are reconstructed in overlapping passes that share anchor images and
     are merged into one frame (the merge quality is printed). None: one pass unless the images do not fit the free
@@ -143,13 +146,26 @@ def _run_distributed(config: ProcessConfig, console: Console) -> ProcessResult |
 
 
 def _run_cli(config: ProcessConfig, console: Console) -> ProcessResult:
+    from .interrupts import handle_interrupts
     from .model.loading import WeightsNotFoundError
 
     try:
-        return process(config, console=console)
-    except (InputError, ImageLoadError, WeightsNotFoundError) as error:
-        console.print(f"[bold red]Error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        with handle_interrupts():
+            return process(config, console=console)
+    except (InputError, ImageLoadError, WeightsNotFoundError, OSError) as error:
+        message = error if type(error) is WeightsNotFoundError else _os_error_message(error, config.output_dir)
+        console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
+
+
+def _os_error_message(error: Exception, output_dir: Path) -> str:
+    """One line for a file-system error (disk full, permissions, read-only mount); others as they are."""
+    if not isinstance(error, OSError) or error.strerror is None:
+        return str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return f"--output-dir {output_dir}: {error.strerror}; nothing was written"
+    where = f"{display_name(Path(error.filename))}: " if error.filename else ""
+    return f"{where}{error.strerror}; nothing was written"
 
 
 def process(
@@ -182,7 +198,7 @@ def process(
     output_dir = check_output_dir(config.output_dir, config.overwrite, inputs)
     _check_options(config)
     in_place = config.skip_image_processing
-    with atomic_output_dir(output_dir, config.overwrite) as staging, _progress(console) as progress:
+    with atomic_output_dir(output_dir, config.overwrite, inputs) as staging, _progress(console) as progress:
         sources = step("collect", _collect_inputs, config, staging / ".video_frames", progress, console, notes)
         images = step("load images", _load_network_images, [s.path for s in sources], config.image_size, progress)
         if predictor is None:
@@ -205,10 +221,10 @@ def process(
             step("write model", write_dataset, reconstruction, staging, sources, config.num_downscales, root, copies)
             shutil.rmtree(staging / ".video_frames", ignore_errors=True)
             progress.update(task, total=1, completed=1)
+        stages = stage_times(reconstruction, timings)
+        report = _write_report(staging, reconstruction, frame_paths(sources, in_place), stages, console)
+        report = None if report is None else output_dir / report.relative_to(staging)
 
-    stages = stage_times(reconstruction, timings)
-    file_paths = frame_paths(sources, in_place)
-    report = _write_report(output_dir, reconstruction, file_paths, stages, console)
     timings["total"] = time.perf_counter() - started
     result = ProcessResult(output_dir, reconstruction.num_images, len(reconstruction.points), timings)
     result.reconstruction = reconstruction
@@ -224,11 +240,10 @@ def _collect_inputs(
     config: ProcessConfig, frames_dir: Path, progress: Progress, console: Console, notes: list[str]
 ) -> list[DatasetImage]:
     """The input images (video frames extracted), with the skipped files named on the console and in ``notes``."""
-    sources, skipped = _collect(config, frames_dir, progress)
+    sources, skipped = collect(config, frames_dir, progress)
     if skipped:
-        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        notes.append(f"Skipped {len(skipped)} file(s) that are not images: {shown}")
-        console.print(f"[yellow]Skipped {len(skipped)} file(s) that are not images:[/yellow] {shown}")
+        notes.append(f"Skipped {len(skipped)} file(s)/folder(s): {summarize(skipped)}")
+        console.print(f"[yellow]Skipped {len(skipped)} file(s)/folder(s):[/yellow] {summarize(skipped)}")
     if config.skip_image_processing:
         _check_usable_in_place(sources)
     return sources
@@ -239,6 +254,8 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--image-size {config.image_size}: must be a multiple of 16 (512 or 224 for the releases)")
     if config.conf_percentile is not None and not 0 <= config.conf_percentile < 100:
         raise InputError(f"--conf-percentile {config.conf_percentile}: must be in [0, 100)")
+    if config.min_confidence is not None and not math.isfinite(config.min_confidence):
+        raise InputError(f"--min-confidence {config.min_confidence}: must be a finite number (confidence is >= 1)")
     if config.max_points is not None and config.max_points < 1:
         raise InputError(f"--max-points {config.max_points}: must be at least 1")
     if config.max_views_per_pass is not None and config.max_views_per_pass < 2:
@@ -249,6 +266,11 @@ def _check_options(config: ProcessConfig) -> None:
         raise InputError(f"--num-frames-target {config.num_frames_target}: must be at least 2")
     if config.skip_image_processing and any(p.is_file() for p in (config.data, config.eval_data) if p is not None):
         raise InputError("--skip-image-processing needs folders of images, not a video")
+    if config.refine_distortion and not config.refine:
+        raise InputError("--refine-distortion refines with the cameras: pass --refine as well")
+    check_eval_data(config.data, config.eval_data)
+    check_model_name(config.model)
+    check_device(config.device)
     if config.refine and config.refine_tracks == "flow" and importlib.util.find_spec("cv2") is None:
         raise InputError(
             "--refine uses optical flow from OpenCV, which is not installed: pip install opencv-python-headless "
@@ -267,62 +289,26 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[str]]:
-    """Images under ``folder`` (recursive, sorted, hidden skipped) and the names of the other files."""
-    images, others = [], []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
-    return images, [p.relative_to(folder).as_posix() for p in others]
-
-
-def _inputs_of(data: Path, frames_dir: Path, config: ProcessConfig) -> tuple[list[tuple[Path, str]], list[str]]:
-    """[(file, display name)] of one --data / --eval-data argument, and skipped non-image files."""
-    data = Path(data).expanduser()
-    if not data.exists():
-        raise InputError(f"{data}: no such file or folder")
-    if data.is_dir():
-        images, skipped = _list_images(data)
-        if not images:
-            raise InputError(f"{data}: no images found (looked for {' '.join(IMAGE_SUFFIXES)}, recursively)")
-        return [(p, p.relative_to(data).as_posix()) for p in images], skipped
-    if data.suffix.lower() in IMAGE_SUFFIXES:
-        raise InputError(f"{data} is a single image: pass the folder holding at least two images, or a video")
-    if data.suffix.lower() not in VIDEO_SUFFIXES and config.verbose:
-        CONSOLE.print(f"{data}: not a known video suffix, trying ffmpeg anyway")
-    frames = extract_frames(data, frames_dir, config.num_frames_target, config.verbose)
-    return [(p, f"{data.name}#{p.stem.split('_')[-1]}") for p in frames], []
-
-
-def _collect(config: ProcessConfig, frames_dir: Path, progress: Progress) -> tuple[list[DatasetImage], list[str]]:
-    task = progress.add_task("Collecting input images", total=None)
-    train, skipped = _inputs_of(config.data, frames_dir / "train", config)
-    evaluation: list[tuple[Path, str]] = []
-    if config.eval_data is not None:
-        evaluation, skipped_eval = _inputs_of(config.eval_data, frames_dir / "eval", config)
-        skipped += skipped_eval
-    if len(train) + len(evaluation) < 2:
-        raise InputError(f"{config.data}: found 1 image; Fast3R needs at least 2 views of the scene")
-    sources = []
-    for prefix, items in (("frame_train_" if evaluation else "frame_", train), ("frame_eval_", evaluation)):
-        for index, (path, name) in enumerate(items):
-            suffix = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            sources.append(DatasetImage(path, name, f"{prefix}{index + 1:05d}{suffix}"))
-    progress.update(task, total=len(sources), completed=len(sources))
-    return sources, skipped
-
-
 def _check_usable_in_place(sources: list[DatasetImage]) -> None:
     for source in sources:
-        with Image.open(source.path) as image:
-            orientation = image.getexif().get(0x0112, 1)
-            if image.format not in ("JPEG", "PNG") or image.mode != "RGB" or orientation != 1:
-                raise InputError(
-                    f"{source.path}: --skip-image-processing needs RGB JPEG/PNG images without EXIF rotation "
-                    f"(this one is {image.format} {image.mode}, orientation {orientation}); drop the flag"
-                )
+        if display_name(source.path) != str(source.path):
+            raise InputError(
+                f"{display_name(source.path)}: --skip-image-processing writes the file names into transforms.json, "
+                "and this one is not valid UTF-8: rename it or drop the flag"
+            )
+        try:
+            with Image.open(source.path) as image:
+                orientation = image.getexif().get(0x0112, 1)
+                kind = f"{image.format} {image.mode}"
+        except Image.DecompressionBombError as error:
+            raise InputError(f"{source.path}: too large for PIL's safety limit ({error}); downscale it first") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InputError(f"{source.path}: not a readable image ({error})") from None
+        if kind not in ("JPEG RGB", "PNG RGB") or orientation != 1:
+            raise InputError(
+                f"{source.path}: --skip-image-processing needs RGB JPEG/PNG images without EXIF rotation "
+                f"(this one is {kind}, orientation {orientation}); drop the flag"
+            )
 
 
 def _load_network_images(paths: list[Path], size: int, progress: Progress) -> list[PreparedImage]:
@@ -390,18 +376,25 @@ def _reconstruct(
 
 
 def _write_report(
-    output_dir: Path,
+    staging: Path,
     reconstruction: Reconstruction,
     frame_paths: list[str],
     stages: dict[str, float],
     console: Console,
 ) -> Path | None:
-    """The quality report beside the dataset; a failure here never costs the dataset already written."""
-    from .preview.report import write_report
+    """The quality report, written into the staging folder before the rename. A file-system error (disk full)
+    fails the run; any other failure only costs the report (its partial files are removed)."""
+    from .preview.files import PREVIEW_DIR
+    from .preview.report import REPORT_HTML, REPORT_PNG, write_report
 
     try:
         maps = reconstruction.confidence_maps or None
-        return write_report(output_dir, reconstruction, maps, frame_paths=frame_paths, timings=stages)
+        return write_report(staging, reconstruction, maps, frame_paths=frame_paths, timings=stages)
+    except OSError:
+        raise
     except Exception as error:  # noqa: BLE001 - the report is optional, the dataset is complete
+        for name in (REPORT_HTML, REPORT_PNG):
+            (staging / name).unlink(missing_ok=True)
+        shutil.rmtree(staging / PREVIEW_DIR, ignore_errors=True)
         console.print(f"[yellow]Could not write the report: {error}", highlight=False)
         return None

@@ -23,13 +23,27 @@ def resolve_device(config: ProcessConfig, console: Console) -> tuple[str, str]:
         message = "No CUDA GPU found: running Fast3R on the CPU (expect minutes for a few dozen images)"
         console.print(f"[bold yellow]Warning:[/bold yellow] {message}")
         return "cpu", message
-    try:
-        device = torch.device(config.device)
-    except RuntimeError as error:
-        raise InputError(f"--device {config.device}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {config.device}: CUDA is not available here; use --device cpu or leave it out")
+    check_device(config.device)
+    device = torch.device(config.device)
     return str(device), f"Device: {device}"
+
+
+def check_device(name: str | None) -> None:
+    """Refuse a --device that cannot run Fast3R here (before any work)."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"--device {name}: {error}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: Fast3R runs on cuda or cpu here, not on {device.type}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu or leave it out")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def load_model(config: ProcessConfig, device: str):

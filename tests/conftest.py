@@ -21,3 +21,27 @@ def shared_dir() -> Path:
 def tiny_dir(shared_dir: Path) -> Path:
     """The official code's outputs on a tiny random-weight model."""
     return shared_dir / "fixtures" / "fast3r-tiny"
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size_bytes) -> a fresh tmpfs of that size under tmp_path (unmounted afterwards); skips where mount is
+    not allowed (needs root or CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: int, name: str = "tmpfs") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -7,9 +7,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif")
+HEIF_SUFFIXES = (".heic", ".heif")
+MIN_SIDE = 32
+"""Smallest short side (pixels) of an input: below it the network sees at most 2x2 patches of real detail (its
+input is upsampled), focal lengths come out as fractions of a pixel and images_8 copies would be 1-3 px."""
+SUPPORTED_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F")
+SUPPORTED_MODES += ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _register_heif() -> bool:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_READABLE = _register_heif()
+AVIF_READABLE = features.check("avif")
 
 
 class ImageLoadError(ValueError):
@@ -48,7 +67,11 @@ class PreparedImage:
 
 
 def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image, apply its EXIF orientation and convert to 8-bit RGB (16-bit greyscale is rescaled)."""
+    """Open an image, apply its EXIF orientation and convert to 8-bit RGB.
+
+    16-bit and 32-bit integer greyscale are divided by 257 (65535 -> 255); 32-bit float greyscale is taken as
+    0..1 when its finite values lie there, else as 0..255, and clipped (NaN -> 0).
+    """
     path = Path(path)
     try:
         with Image.open(path) as raw:
@@ -58,9 +81,42 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"{path}: not a readable image ({error})") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = _to_uint8(np.asarray(image, dtype=np.float64) / 257.0)
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        unit = finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1)
+        image = _to_uint8(np.nan_to_num(values * (255.0 if unit else 1.0), nan=0.0, posinf=255.0, neginf=0.0))
     return image.convert("RGB")
+
+
+def _to_uint8(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(values.round().clip(0, 255).astype(np.uint8))
+
+
+def _looks_like_tiff(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(4) in (b"II*\0", b"MM\0*")
+
+
+def probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """((W, H) after EXIF orientation, None) for a usable image; (None, reason to skip it) for an unsupported pixel
+    type; (None, None) when its header cannot be read here (``open_rgb`` then names the problem)."""
+    try:
+        with Image.open(path) as image:
+            size, mode = image.size, image.mode
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                size = (size[1], size[0])
+    except Image.DecompressionBombError:
+        return None, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        if path.suffix.lower() in (".tif", ".tiff") and _looks_like_tiff(path):
+            return None, "unsupported pixel type (a TIFF layout Pillow cannot read, e.g. 3-channel float)"
+        return None, None
+    if mode not in SUPPORTED_MODES:
+        return None, f"unsupported pixel type ({mode})"
+    return size, None
 
 
 def _resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
@@ -100,9 +156,27 @@ def load_image(path: str | Path, size: int = 512, square_ok: bool = False) -> Pr
     """Read and preprocess one image exactly as the official ``load_images``."""
     image = open_rgb(path)
     cropped, offset = prepare_image(image, size, square_ok)
-    if min(cropped.size) < 16:
-        raise ImageLoadError(f"{path}: {image.size[0]}x{image.size[1]} is too small for the network")
+    problem = size_problem(image.size, size)
+    if problem is not None or min(cropped.size) < 16:
+        raise ImageLoadError(f"{path}: {problem or 'too small for the network'}")
     return PreparedImage(Path(path), to_tensor(cropped), image.size, _resized(image.size, size), offset)
+
+
+def size_problem(original: tuple[int, int], size: int = 512) -> str | None:
+    """Why an image of ``original`` (W, H) cannot be a view at network size ``size``, or None."""
+    width, height = original
+    if min(width, height) < MIN_SIDE:
+        return f"{width}x{height} is too small (short side under {MIN_SIDE} px)"
+    if size == 224:
+        return None
+    network = [(d // 2 * 2 // 16) * 16 for d in _resized(original, size)]
+    if min(network) < 16:
+        ratio = max(width, height) / min(width, height)
+        return (
+            f"{width}x{height}: aspect ratio {ratio:.0f}:1 is too extreme for --image-size {size} (the network input "
+            f"would be {network[0]}x{network[1]} px; crop it to at most {size // 16}:1)"
+        )
+    return None
 
 
 def _resized(original: tuple[int, int], size: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import InputError
+from ..interrupts import child
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".mts")
 
@@ -53,8 +54,10 @@ def extract_frames(video: Path, folder: Path, num_frames_target: int = 300, verb
     if spacing > 1:
         command += ["-vf", f"thumbnail={spacing},setpts=N/TB"]
     command += ["-fps_mode", "vfr", str(folder / "frame_%05d.png")]
-    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "errors": "replace"}
+    with child(subprocess.Popen(command, **pipes)) as ffmpeg:  # killed on an interrupt or any error
+        _, stderr = ffmpeg.communicate()
     frames = sorted(folder.glob("frame_*.png"))
-    if result.returncode != 0 or not frames:
-        raise InputError(f"{video}: ffmpeg could not extract frames ({_last_line(result.stderr)})")
+    if ffmpeg.returncode != 0 or not frames:
+        raise InputError(f"{video}: ffmpeg could not extract frames ({_last_line(stderr)})")
     return frames

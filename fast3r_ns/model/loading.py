@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import InputError
 from .config import Fast3RConfig
 
 if TYPE_CHECKING:
@@ -19,10 +20,42 @@ CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pth", "model.ckpt")
 _ALIAS = re.compile(r"^(.*\.dpt\.scratch\.)layer_rn\.([0-3])\.weight$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class WeightsNotFoundError(FileNotFoundError):
     """The weights are neither on disk nor reachable."""
+
+
+class CheckpointError(InputError):
+    """The checkpoint's files exist but cannot be used (damaged file, keys or shapes not matching config.json)."""
+
+
+def check_model_name(name_or_path: str | Path) -> Path | None:
+    """The checkpoint folder ``name_or_path`` names, None for a Hugging Face repo id; else WeightsNotFoundError.
+
+    Something that looks like a path (starts with ``.``, ``/`` or ``~``, has a backslash or more than one ``/``, or
+    starts with an existing folder) and does not exist is "no such folder" at once, never a Hub look-up.
+    """
+    path = Path(name_or_path).expanduser()
+    name = str(name_or_path)
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise WeightsNotFoundError(f"{path} has no {CONFIG_NAME}: expected a Fast3R checkpoint folder")
+        if not any((path / weights).is_file() for weights in (SAFETENSORS_NAME, *PICKLE_NAMES)):
+            raise WeightsNotFoundError(f"{path} has no {SAFETENSORS_NAME}")
+        if (path / SAFETENSORS_NAME).is_file():
+            _check_safetensors(path / SAFETENSORS_NAME)
+        return path
+    if path.exists():
+        raise WeightsNotFoundError(f"--model {name}: a file, not a checkpoint folder (config.json + model.safetensors)")
+    first = Path(name.split("/")[0]).expanduser()
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or first.is_dir()
+    if looks_like_path:
+        raise WeightsNotFoundError(f"--model {name}: no such folder")
+    if not _REPO_ID.match(name):
+        raise WeightsNotFoundError(f"--model {name}: no such folder, and not a Hugging Face repo id (owner/name)")
+    return None
 
 
 def canonical_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,19 +81,23 @@ def resolve_files(
     name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None
 ) -> tuple[Path, Path]:
     """(config.json, weights file) from a local folder, or from the Hub / its local cache for a repo id."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        config = path / CONFIG_NAME
-        if not config.is_file():
-            raise WeightsNotFoundError(f"{path} has no {CONFIG_NAME}: expected a Fast3R checkpoint folder")
-        for name in (SAFETENSORS_NAME, *PICKLE_NAMES):
-            if (path / name).is_file():
-                return config, path / name
-        raise WeightsNotFoundError(f"{path} has no {SAFETENSORS_NAME}")
-    name = str(name_or_path)
-    if path.exists() or name.count("/") != 1 or name.startswith((".", "/", "~")):
-        raise WeightsNotFoundError(f"{name}: not a checkpoint folder, and not a Hugging Face repo id (owner/name)")
-    return _download(name, revision, cache_dir)
+    path = check_model_name(name_or_path)
+    if path is None:
+        return _download(str(name_or_path), revision, cache_dir)
+    weights = next(path / name for name in (SAFETENSORS_NAME, *PICKLE_NAMES) if (path / name).is_file())
+    return path / CONFIG_NAME, weights
+
+
+def _check_safetensors(weights: Path) -> None:
+    """A CheckpointError when the file's header or length is not that of a complete safetensors file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt"):  # reads and checks the header only
+            pass
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for damaged files
+        size = weights.stat().st_size
+        raise CheckpointError(f"{weights} ({size:,} bytes) is not a complete safetensors file: {error}") from None
 
 
 def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> tuple[Path, Path]:
@@ -89,11 +126,12 @@ def read_state_dict(weights: Path, allow_pickle: bool = False) -> dict[str, torc
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        _check_safetensors(weights)
         return load_file(str(weights))
     if not allow_pickle:
-        raise ValueError(
-            f"{weights} is a pickled checkpoint, which can run arbitrary code when loaded; convert it to "
-            f"{SAFETENSORS_NAME} or pass allow_pickle=True if you trust its source"
+        raise CheckpointError(
+            f"{weights} is a pickled checkpoint, which can run arbitrary code when loaded: fast3r-ns reads only "
+            f"{SAFETENSORS_NAME}; if you trust its source, convert it (torch.load, then safetensors.torch.save_file)"
         )
     state = torch.load(weights, map_location="cpu", weights_only=False)
     return state.get("state_dict", state) if isinstance(state, dict) else state
@@ -115,12 +153,37 @@ def load_pretrained(
     ``dtype``: the weights' and activations' dtype (fp32, bf16 or fp16); outputs are always float32.
     """
     config_file, weights = resolve_files(name_or_path, revision, cache_dir)
-    config = Fast3RConfig.from_dict(json.loads(config_file.read_text()))
+    try:
+        config = Fast3RConfig.from_dict(json.loads(config_file.read_text()))
+        with torch.device("meta"):
+            model = cls(config)
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{config_file}: not a usable Fast3R config ({type(error).__name__}: {error})") from None
     state_dict = canonical_state_dict(read_state_dict(weights, allow_pickle))
-    with torch.device("meta"):
-        model = cls(config)
+    check_keys(model.state_dict(), state_dict, weights)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def check_keys(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], weights: Path) -> None:
+    """One CheckpointError naming the missing, unexpected and wrong-shape keys (a few of each), if any."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {list(found[k].shape)} (config.json wants {list(expected[k].shape)})"
+        for k in expected
+        if k in found and found[k].shape != expected[k].shape
+    ]
+    problems = [
+        f"{len(items)} {what}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
+        for what, items in (("missing keys", missing), ("unexpected keys", extra), ("keys of another shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{weights} does not match its config.json ({'; '.join(problems)}): is it a Fast3R checkpoint, "
+            "and does config.json belong to it?"
+        )
 
 
 def save_pretrained(model: Fast3R, folder: str | Path) -> Path:

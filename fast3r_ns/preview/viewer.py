@@ -291,14 +291,22 @@ def run(config: ViewConfig) -> int:
     if not (out_dir / "transforms.json").is_file():
         print(f"fast3r-ns view: {out_dir / 'transforms.json'} not found; pass a folder written by fast3r-ns.")
         return 2
+    if not 0 <= config.port <= 65535:
+        print(f"fast3r-ns view: --port {config.port} is not a port number (0-65535; 0 picks a free one).")
+        return 2
     try:
         import viser
     except ImportError:
         print("fast3r-ns view needs viser: pip install 'fast3r-ns[preview]'")
         return 2
-    server = None
     try:
         scene = load_scene(out_dir, config.max_points)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        detail = f"{type(error).__name__}: {error}"
+        print(f"fast3r-ns view: cannot read the scene in {out_dir} ({detail}); is it a folder written by fast3r-ns?")
+        return 2
+    server = None
+    try:
         port = config.port or _free_port(config.host)
         server = viser.ViserServer(host=config.host, port=port, label=f"fast3r-ns: {out_dir.name}", verbose=False)
         build_scene(server, scene, out_dir, config.thumbnail_size)

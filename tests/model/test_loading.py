@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from fast3r_ns.model import Fast3R, WeightsNotFoundError, save_pretrained
+from fast3r_ns.model.loading import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -91,15 +92,17 @@ def test_strict_over_keys(tiny_dir, tmp_path):
     state = load_file(str(folder / "model.safetensors"))
     state.pop("decoder.dec_norm.bias")
     save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(RuntimeError, match="dec_norm.bias"):
+    with pytest.raises(CheckpointError, match="1 missing keys: decoder.dec_norm.bias"):
         Fast3R.from_pretrained(folder)
 
 
 def test_missing_folder_and_bad_names_are_clear(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="config.json"):
         Fast3R.from_pretrained(tmp_path)
-    with pytest.raises(WeightsNotFoundError, match="not a checkpoint folder"):
+    with pytest.raises(WeightsNotFoundError, match="exist: no such folder"):
         Fast3R.from_pretrained(tmp_path / "does" / "not" / "exist")
+    with pytest.raises(WeightsNotFoundError, match="not a Hugging Face repo id"):
+        Fast3R.from_pretrained("no such repo")
 
 
 def test_dtype_does_what_it_says(tiny_dir):

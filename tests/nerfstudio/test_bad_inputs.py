@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reliability_runner import fake_ffmpeg
 from synthetic_cameras import write_images
 
 from fast3r_ns.cli import entrypoint
@@ -143,3 +144,27 @@ def test_weights_unavailable_offline_through_ns_process_data(tmp_path, ns_proces
     assert "Error: Fast3R weights 'nobody/no-such-fast3r' are not in the Hugging Face cache" in text
     assert "HF_HUB_OFFLINE is set" in text and "Traceback" not in text
     assert_nothing_written(tmp_path / "out")
+
+
+def test_sigterm_through_ns_process_data_stops_ffmpeg_and_leaves_nothing(tmp_path, ns_process_data):
+    import signal
+    import time
+
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 100)
+    env = {**os.environ, **fake_ffmpeg(tmp_path / "bin", tmp_path / "pid"), "NO_COLOR": "1"}
+    args = ["fast3r", "--data", str(tmp_path / "clip.mp4"), "--output-dir", str(tmp_path / "out")]
+    run = subprocess.Popen(
+        [*ns_process_data, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "pid").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    ffmpeg = int((tmp_path / "pid").read_text())
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 143 and "Interrupted: nothing was written" in output and "Traceback" not in output
+    with pytest.raises(ProcessLookupError):
+        os.kill(ffmpeg, 0)
+    assert_nothing_written(tmp_path / "out")
+    assert not (tmp_path / "out.lock").exists()

@@ -109,7 +109,7 @@ def test_non_image_files_are_skipped(tmp_path):
     buffer = io.StringIO()
     result = run(data, tmp_path / "out", console=Console(file=buffer, width=200))
     assert result.num_images == 2
-    assert "Skipped 2 file(s) that are not images: notes.txt, poses.csv" in buffer.getvalue()
+    assert "Skipped 2 file(s)/folder(s): notes.txt (not an image), poses.csv (not an image)" in buffer.getvalue()
     assert len(list((tmp_path / "out" / "images").iterdir())) == 2
 
 
@@ -138,13 +138,13 @@ def test_video(tmp_path):
     written = frames(tmp_path / "out")
     assert [f["original_file_path"] for f in written] == [f"my clip.mp4#{i:05d}" for i in range(1, 6)]
     assert all(Image.open(tmp_path / "out" / f["file_path"]).size == (96, 72) for f in written)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir())[0] == "colmap"  # no frame scratch folder left
+    assert not (tmp_path / "out" / ".video_frames").exists()  # no frame scratch folder left
 
 
 def test_overwrite_replaces_only_when_complete(tmp_path):
     write_images(tmp_path / "imgs", [(64, 48)] * 2)
     output = tmp_path / "out"
-    output.mkdir()
+    run(tmp_path / "imgs", output)  # an earlier output (it holds our marker file)
     (output / "old.txt").write_text("old")
 
     def broken(*args, **kwargs):

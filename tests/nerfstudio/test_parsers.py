@@ -49,6 +49,7 @@ def test_layout(shared_scene):
     out, rec = shared_scene
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".fast3r_ns",
         "colmap",
         "fast3r_preview",
         "fast3r_report.html",
@@ -59,7 +60,7 @@ def test_layout(shared_scene):
         "sparse_pc.ply",
         "transforms.json",
     ]
-    assert not list(out.parent.glob("scene.tmp-*"))
+    assert not list(out.parent.glob("scene.tmp-*")) and not (out.parent / "scene.lock").exists()
     frames = [f"frame_{i:05d}.png" for i in range(1, 5)]
     for folder, size in (("images", (96, 72)), ("images_2", (48, 36)), ("images_4", (24, 18))):
         assert sorted(p.name for p in (out / folder).iterdir()) == frames
