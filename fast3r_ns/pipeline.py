@@ -22,7 +22,7 @@ from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .geometry.pose import pnp_official, refine_reprojection, solve_poses
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
 from .io.images import PreparedImage, open_rgb
-from .predictor import Output, Predictor
+from .predictions import Output, Predictor
 from .reconstruction import PointTracks, Reconstruction
 
 Progress = Callable[[str], None]
@@ -185,7 +185,7 @@ def reconstruct_from_predictions(
 ) -> Reconstruction:
     """Cameras (intrinsics of the original images, camera-to-world poses) and a point cloud from predictions.
 
-    predictions: one dict per image with keys ``fast3r_ns.predictor.PREDICTION_KEYS`` (batch size 1 is used).
+    predictions: one dict per image with keys ``fast3r_ns.predictions.PREDICTION_KEYS`` (batch size 1 is used).
     """
     options = options or ReconstructOptions()
     if len(images) != len(predictions) or not images:

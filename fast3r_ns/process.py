@@ -33,7 +33,7 @@ from .model.loading import DEFAULT_REPO
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
-    from .predictor import Predictor
+    from .predictions import Predictor
     from .reconstruction import Reconstruction
 
 CONSOLE = Console(width=120)

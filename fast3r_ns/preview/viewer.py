@@ -19,6 +19,7 @@ import numpy as np
 import tyro
 from PIL import Image, ImageOps
 
+from fast3r_ns.io.ply import read_ply_vertices
 from fast3r_ns.preview.files import (
     POINTS_CONFIDENCE_FILE,
     PREVIEW_DIR,
@@ -26,7 +27,6 @@ from fast3r_ns.preview.files import (
     PreviewView,
     match_views,
     read_cameras,
-    read_ply_vertices,
     read_preview,
     view_status,
 )

@@ -56,10 +56,7 @@ def test_unsupported_config_is_refused(spec_dir, section, key, value):
 
 
 def test_released_model_has_exact_keys_shapes_and_size(spec_dir, released):
-    rows = [
-        line.split("\t")
-        for line in (spec_dir / "fast3r_vitl512_state_dict.tsv").read_text().splitlines()[1:]
-    ]
+    rows = [line.split("\t") for line in (spec_dir / "fast3r_vitl512_state_dict.tsv").read_text().splitlines()[1:]]
     stored = {key: tuple(int(d) for d in shape.split("x")) for key, shape, _, in_file, _ in rows if in_file == "yes"}
     aliases = {key: alias for key, _, _, in_file, alias in rows if in_file == "no"}
     assert len(stored) == 712 and len(aliases) == 8

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_dir: Path) -> Path:
     """Folder with config.json + model.safetensors of the tiny Fast3R (accepts any multiple of 16 as size)."""
