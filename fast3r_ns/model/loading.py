@@ -12,6 +12,7 @@ import torch
 from .config import Fast3RConfig
 
 if TYPE_CHECKING:
+    from .attention import AttentionOptions
     from .fast3r import Fast3R
 
 DEFAULT_REPO = "jedyang97/Fast3R_ViT_Large_512"
@@ -108,17 +109,19 @@ def load_pretrained(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
+    attention: AttentionOptions | None = None,
 ) -> Fast3R:
     """Build the model from config.json and load its weights strictly (every real key, nothing else).
 
     ``name_or_path``: a folder, or a Hub repo id (``HF_HUB_OFFLINE=1`` reads the local cache only).
     ``dtype``: the weights' and activations' dtype (fp32, bf16 or fp16); outputs are always float32.
+    ``attention``: how CUDA attention runs (``AttentionOptions``; None: the defaults).
     """
     config_file, weights = resolve_files(name_or_path, revision, cache_dir)
     config = Fast3RConfig.from_dict(json.loads(config_file.read_text()))
     state_dict = canonical_state_dict(read_state_dict(weights, allow_pickle))
     with torch.device("meta"):
-        model = cls(config)
+        model = cls(config, attention=attention)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
