@@ -29,7 +29,7 @@ from .io.output import atomic_output_dir, check_output_dir
 from .io.ply import write_ply
 from .io.transforms import nerfstudio_points, shares_one_camera, transforms_dict, write_transforms
 from .io.video import VIDEO_SUFFIXES, extract_frames
-from .model.loading import DEFAULT_REPO
+from .model.config import DEFAULT_REPO
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage

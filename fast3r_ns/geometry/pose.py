@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..imports import require
 from .robust import cauchy_reweight, cauchy_similarity, masked_median, robust_sigma
 
 
@@ -190,7 +191,7 @@ def pnp_official(
     None when PnP fails, number of inliers). Needs OpenCV (imported here only). principal_point: (x, y) in
     integer-pixel coordinates instead of (W/2, H/2) (not official, for comparisons).
     """
-    import cv2
+    cv2 = require("cv2", extra="refine", feature="--focal-mode official (OpenCV's PnP)")
 
     height, width = conf.shape
     mask = conf > 1.0

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import Fast3RConfig
+from .config import DEFAULT_REPO, Fast3RConfig
 
 if TYPE_CHECKING:
     from .attention import AttentionOptions
     from .fast3r import Fast3R
 
-DEFAULT_REPO = "jedyang97/Fast3R_ViT_Large_512"
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pth", "model.ckpt")

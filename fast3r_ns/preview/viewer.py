@@ -19,6 +19,7 @@ import numpy as np
 import tyro
 from PIL import Image, ImageOps
 
+from fast3r_ns.imports import MissingDependencyError, require
 from fast3r_ns.io.ply import read_ply_vertices
 from fast3r_ns.preview.files import (
     POINTS_CONFIDENCE_FILE,
@@ -292,9 +293,9 @@ def run(config: ViewConfig) -> int:
         print(f"fast3r-ns view: {out_dir / 'transforms.json'} not found; pass a folder written by fast3r-ns.")
         return 2
     try:
-        import viser
-    except ImportError:
-        print("fast3r-ns view needs viser: pip install 'fast3r-ns[preview]'")
+        viser = require("viser", extra="preview", feature="fast3r-ns view")
+    except MissingDependencyError as error:
+        print(error)
         return 2
     server = None
     try:
