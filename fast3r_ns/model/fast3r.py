@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .attention import DEFAULT_ATTENTION, Attention, AttentionOptions
-from .config import Fast3RConfig
+from .config import DEFAULT_REPO, Fast3RConfig
 from .decoder import Decoder
 from .dpt import PointmapHead
 from .encoder import Encoder
@@ -59,7 +59,7 @@ class Fast3R(nn.Module):
                 module.options = options
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = "jedyang97/Fast3R_ViT_Large_512", **kwargs) -> Fast3R:
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_REPO, **kwargs) -> Fast3R:
         """Load config.json + model.safetensors from a folder or a Hugging Face repo (see ``load_pretrained``)."""
         from .loading import load_pretrained
 
