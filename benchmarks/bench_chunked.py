@@ -91,6 +91,7 @@ def main() -> None:
     base |= {"height": args.height, "width": args.width, "dtype": dtype_name}
     started = time.perf_counter()
     model = build(DTYPES[dtype_name], args.device)
+    base |= {"attention": model.attention_options.as_record()}
     views = make_views(args.views, args.height, args.width, DTYPES[dtype_name])
     anchors, passes = plan_chunks(args.views, args.chunk, args.anchors)
     print(f"{args.views} views in {len(passes)} passes of at most {args.chunk} ({len(anchors)} anchors)", flush=True)

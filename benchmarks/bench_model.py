@@ -16,14 +16,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, append, commit, device_name, device_slug, randomize_weights, sync  # noqa: E402
-from fast3r_ns.model import Fast3R, Fast3RConfig, default_image_ids  # noqa: E402
+from fast3r_ns.model import AttentionOptions, Fast3R, Fast3RConfig  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def build(dtype: torch.dtype, device: str, seed: int = 0) -> Fast3R:
+def build(dtype: torch.dtype, device: str, seed: int = 0, attention: AttentionOptions | None = None) -> Fast3R:
     with torch.device(device):
-        model = Fast3R(Fast3RConfig())
+        model = Fast3R(Fast3RConfig(), attention=attention)
     randomize_weights(model, seed)
     return model.to(dtype).eval()
 
@@ -40,20 +40,20 @@ def images(
 
 
 @torch.inference_mode()
-def timed_forward(model: Fast3R, views: list[torch.Tensor], device: str) -> dict:
-    """One forward through the same stages as Fast3R.forward, synchronised between stages."""
+def timed_forward(model: Fast3R, views: list[torch.Tensor], device: str, output_device: str | None = None) -> dict:
+    """One forward through Fast3R.forward's public stages, synchronised between stages."""
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    ids = default_image_ids(len(views))
     t0 = sync(device)
-    cast = [v.to(model.dtype) for v in views]
-    features = model._encode(cast)
+    cast = model.prepare(views)
+    ids = model.view_ids(len(cast), cast[0].shape[0])
+    features = model.encode(cast)
     t1 = sync(device)
-    hooked = model.decoder(features, ids)
+    hooked = model.decode(features, ids)
     del features
     t2 = sync(device)
-    outputs = model._heads(cast, hooked)
+    outputs = model.heads(cast, hooked, output_device)
     del hooked
     t3 = sync(device)
     tokens = sum(v.shape[-2] * v.shape[-1] // 256 for v in views)
@@ -155,37 +155,33 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    if args.kv_block is not None:
-        import fast3r_ns.model.attention as attention_module
-
-        attention_module.KV_BLOCK_TOKENS = args.kv_block
-    if args.sync_output_copies:
-        import fast3r_ns.model.fast3r as fast3r_module
-
-        fast3r_module.OVERLAP_OUTPUT_COPIES = False
+    attention = AttentionOptions() if args.kv_block is None else AttentionOptions(kv_block_tokens=args.kv_block)
     torch.backends.cuda.matmul.allow_tf32 = False  # "fp32" means fp32
     torch.backends.cudnn.allow_tf32 = False
     out = args.out or RESULTS / f"model_{device_slug()}.jsonl"
     base = {"bench": "model", "commit": commit(), "device": device_name(), "gpus": 1}
     base |= {"height": args.height, "width": args.width, "torch": torch.__version__}
-    from fast3r_ns.model import attention as attention_module
-
-    base |= {"kv_block": attention_module.KV_BLOCK_TOKENS, "output_device": args.output_device}
+    base |= {"kv_block": attention.kv_block_tokens, "attention": attention.as_record()}
+    base |= {"output_device": args.output_device}
     if args.output_device:
         base |= {"output_copies": "sync" if args.sync_output_copies else "overlapped"}
+
+    def build_model(dtype: torch.dtype) -> Fast3R:
+        model = build(dtype, args.device, attention=attention)
+        model.overlap_output_copies = not args.sync_output_copies
+        return model
+
     for views in args.sdpa:
         for record in sdpa_backends(views * args.height * args.width // 256, args.device, layouts=True):
             append(out, base | {"case": "sdpa_backend", "views": views} | record)
     if not args.views and not args.compare:
         return
-    models = {name: build(DTYPES[name], args.device) for name in args.dtypes}
-    for model in models.values():
-        model.output_device = args.output_device
+    models = {name: build_model(DTYPES[name]) for name in args.dtypes}
     if args.compare:
-        fp32 = models.get("fp32") or build(torch.float32, args.device)
+        fp32 = models.get("fp32") or build_model(torch.float32)
         for views in args.compare:
             inputs = images(views, args.height, args.width, args.device)
-            reference = timed_forward(fp32, inputs, args.device)
+            reference = timed_forward(fp32, inputs, args.device, args.output_device)
             append(
                 out,
                 base
@@ -193,7 +189,7 @@ def main() -> None:
                 | {k: v for k, v in reference.items() if k != "outputs"},
             )
             for name in (n for n in args.dtypes if n != "fp32"):
-                other = timed_forward(models[name], inputs, args.device)
+                other = timed_forward(models[name], inputs, args.device, args.output_device)
                 append(
                     out,
                     base
@@ -208,7 +204,8 @@ def main() -> None:
         state = {k: v.float() for k, v in models[args.dtypes[0]].state_dict().items()}
         official = build_official(args.official, models[args.dtypes[0]].config.to_dict(), state, "cpu")
         del state
-    timed_forward(models[args.dtypes[0]], images(2, args.height, args.width, args.device), args.device)  # warm-up
+    warm = images(2, args.height, args.width, args.device)
+    timed_forward(models[args.dtypes[0]], warm, args.device, args.output_device)  # warm-up
     for views in args.views:
         inputs = images(views, args.height, args.width, args.device)
         baseline = {}
@@ -218,7 +215,7 @@ def main() -> None:
         for name in args.dtypes:
             record = base | {"views": views, "dtype": name}
             try:
-                result = timed_forward(models[name], inputs, args.device)
+                result = timed_forward(models[name], inputs, args.device, args.output_device)
                 result.pop("outputs")
                 if "seconds" in baseline:
                     result |= {

@@ -151,7 +151,7 @@ def main() -> None:
     base |= {"height": args.height, "width": args.width, "dtype": dtype_name, "torch": torch.__version__}
     base |= {"nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE")}
     model = build(DTYPES[dtype_name], str(device))  # same seed on every rank: the same weights
-    model.output_device = None
+    base |= {"attention": model.attention_options.as_record()}
 
     def log(record: dict) -> None:
         if rank == 0:

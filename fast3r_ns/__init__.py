@@ -1,5 +1,16 @@
-"""fast3r_ns: Fast3R instead of COLMAP for nerfstudio."""
+"""fast3r_ns: Fast3R instead of COLMAP for nerfstudio.
 
-from .pipeline import ReconstructOptions, reconstruct, reconstruct_from_predictions
+The names below load their modules (and torch) on first use, so that the command line's ``--help`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .imports import lazy_exports
+
+if TYPE_CHECKING:
+    from .pipeline import ReconstructOptions, reconstruct, reconstruct_from_predictions
 
 __all__ = ["ReconstructOptions", "reconstruct", "reconstruct_from_predictions"]
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".pipeline"))

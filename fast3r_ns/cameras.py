@@ -19,7 +19,7 @@ from .geometry.focal import estimate_focal, focal_official
 from .geometry.points import confidence_mask
 from .geometry.pose import pnp_official, refine_reprojection, solve_poses
 from .io.images import PreparedImage
-from .predictor import Output, first_item
+from .predictions import Output, first_item
 
 if TYPE_CHECKING:
     from .pipeline import ReconstructOptions

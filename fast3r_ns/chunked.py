@@ -19,8 +19,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .geometry.align import apply_similarity, umeyama
-from .predictor import Output, Predictor
+from .geometry.align import apply_similarity
+from .geometry.robust import cauchy_similarity, masked_median
+from .predictions import Output, Predictor
 
 Progress = Callable[[str], None]
 
@@ -285,16 +286,7 @@ def robust_similarity(
     target = torch.where(usable[..., None], target, torch.zeros_like(target))
     distance = torch.where(usable, distance, torch.ones_like(distance))
     base = torch.where(usable, weights / distance.square(), torch.zeros_like(weights))
-    current = base
-    for step in range(iterations + 1):
-        scale, rotation, translation = _symmetric_similarity(source, target, current)
-        residual = (apply_similarity(source, scale, rotation, translation) - target).norm(dim=-1)
-        relative = residual / distance
-        sigma = (1.4826 * _masked_median(relative, usable)).clamp_min(1e-12)
-        if step < iterations:
-            current = base / (1.0 + (relative / (2.385 * sigma[:, None])).square())
-    inliers = usable & (relative < 3.0 * sigma[:, None])
-    inlier_fraction = (base * inliers).sum(-1) / base.sum(-1).clamp_min(1e-30)
+    fit = cauchy_similarity(source, target, base, usable, distance, iterations, symmetric_scale=True, sigma_floor=1e-12)
     kept = target[0][usable[0]]
     if len(kept):
         low, high = torch.quantile(kept, torch.tensor([0.02, 0.98], dtype=kept.dtype), dim=0)
@@ -303,32 +295,10 @@ def robust_similarity(
         size = float("nan")
     stats = {
         "points": float(usable[0].sum()),
-        "inlier_fraction": float(inlier_fraction[0]),
-        "residual_rel": float(_masked_median(residual, usable)[0]) / size if size > 0 else float("inf"),
+        "inlier_fraction": float(fit.inlier_fraction[0]),
+        "residual_rel": float(masked_median(fit.residual, usable)[0]) / size if size > 0 else float("inf"),
     }
-    return scale, rotation, translation, stats
-
-
-def _symmetric_similarity(
-    source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weighted Umeyama rotation with the symmetric scale sqrt(var(target) / var(source)): both point sets are
-    predictions with errors, and Umeyama's scale shrinks by var(source) / (var(source) + var(noise)) then."""
-    _, rotation, _ = umeyama(source, target, weights)
-    norm_w = weights / weights.sum(-1, keepdim=True)
-    mean_source = (norm_w[..., None] * source).sum(-2)
-    mean_target = (norm_w[..., None] * target).sum(-2)
-    var_source = (norm_w * (source - mean_source[..., None, :]).square().sum(-1)).sum(-1)
-    var_target = (norm_w * (target - mean_target[..., None, :]).square().sum(-1)).sum(-1)
-    scale = (var_target / var_source).sqrt()
-    translation = mean_target - scale[..., None] * (rotation @ mean_source[..., None])[..., 0]
-    return scale, rotation, translation
-
-
-def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Median over the last dim of the entries where ``mask`` holds ([B, N] -> [B]; NaN where none)."""
-    filled = torch.where(mask, values, torch.full_like(values, float("nan")))
-    return filled.nanmedian(dim=-1).values
+    return fit.scale, fit.rotation, fit.translation, stats
 
 
 def chunked_if_needed(

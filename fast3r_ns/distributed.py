@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from .chunked import PASS_BYTES_PER_TOKEN, free_gpu_gib, views_per_pass_for_memory
 from .model.parallel import Method, SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
-
-Output = dict[str, torch.Tensor]
+from .predictions import Output
 
 
 def launched_by_torchrun() -> bool:
@@ -57,8 +57,7 @@ class DistributedFast3RPredictor:
         group: dist.ProcessGroup | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.model.output_device = None  # outputs stay on the GPU until sent to rank 0
+        self.model = model.to(self.device).eval()  # outputs stay on the GPU until sent to rank 0
         self.parallel = SequenceParallel(group, method)
         if self.parallel.rank != 0:
             raise RuntimeError("DistributedFast3RPredictor runs on rank 0; the other ranks call serve()")
@@ -71,8 +70,6 @@ class DistributedFast3RPredictor:
         """The one-GPU limit times the number of ranks, less the all-gathered keys and values (4 KiB per token)."""
         if self.device.type != "cuda":
             return None
-        from .chunked import PASS_BYTES_PER_TOKEN, free_gpu_gib, views_per_pass_for_memory
-
         tokens = sum(view_tokens(self.model, views)) * views[0].shape[0] / len(views)
         per_rank = views_per_pass_for_memory(free_gpu_gib(self.device), tokens, self.model.dtype.itemsize)
         return int(per_rank * self.world_size / (1 + self.world_size * 4096 / PASS_BYTES_PER_TOKEN))
@@ -117,7 +114,6 @@ def serve(
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    model.output_device = None
     parallel = SequenceParallel(group, method)
     group = parallel.group
     passes = 0

@@ -19,7 +19,7 @@ from .geometry.conventions import intrinsics_to_network
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
 from .io.images import PreparedImage
 from .point_cloud import build_point_cloud
-from .predictor import Output, Predictor, first_item
+from .predictions import Output, Predictor, first_item
 from .reconstruction import Reconstruction
 
 Progress = Callable[[str], None]
@@ -182,7 +182,7 @@ def reconstruct_from_predictions(
 ) -> Reconstruction:
     """Cameras (intrinsics of the original images, camera-to-world poses) and a point cloud from predictions.
 
-    predictions: one dict per image with keys ``fast3r_ns.predictor.PREDICTION_KEYS`` (batch size 1 is used).
+    predictions: one dict per image with keys ``fast3r_ns.predictions.PREDICTION_KEYS`` (batch size 1 is used).
     """
     options = options or ReconstructOptions()
     if len(images) != len(predictions) or not images:

@@ -17,7 +17,7 @@ import torch
 
 from .geometry.points import PointSampler, confidence_mask, sample_colors
 from .io.images import PreparedImage, open_rgb
-from .predictor import Output, first_item
+from .predictions import Output, first_item
 from .reconstruction import PointTracks
 
 if TYPE_CHECKING:

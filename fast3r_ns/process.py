@@ -28,12 +28,12 @@ from .errors import InputError
 from .io.images import ImageLoadError
 from .io.inputs import check_eval_data, collect, display_name, summarize
 from .io.output import atomic_output_dir, check_output_dir
-from .model.loading import DEFAULT_REPO, check_model_name
+from .model.config import DEFAULT_REPO
 from .runtime import check_device, load_model, load_predictor
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
-    from .predictor import Predictor
+    from .predictions import Predictor
     from .reconstruction import Reconstruction
 
 CONSOLE = Console(width=120)
@@ -269,6 +269,8 @@ def _check_options(config: ProcessConfig) -> None:
     if config.refine_distortion and not config.refine:
         raise InputError("--refine-distortion refines with the cameras: pass --refine as well")
     check_eval_data(config.data, config.eval_data)
+    from .model.loading import check_model_name  # torch: not at import (--help stays light)
+
     check_model_name(config.model)
     check_device(config.device)
     if config.refine and config.refine_tracks == "flow" and importlib.util.find_spec("cv2") is None:

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .predictor import Predictor
+    from .predictions import Predictor
     from .process import ProcessConfig
 
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the parity fixtures live in ../shared beside the checkout (also in CI)."""
+"""Shared test fixtures: the parity data lives in tests/fixtures (README.md there says what each file is)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,25 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED / "fixtures").is_dir():
-        raise FileNotFoundError(f"parity fixtures not found at {SHARED / 'fixtures'} (shared/ beside the checkout)")
-    return SHARED
+def fixtures_dir() -> Path:
+    """tests/fixtures: fast3r-tiny/ (the official code's outputs), poses/ (its pose recovery), spec/."""
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(shared_dir: Path) -> Path:
+def tiny_dir(fixtures_dir: Path) -> Path:
     """The official code's outputs on a tiny random-weight model."""
-    return shared_dir / "fixtures" / "fast3r-tiny"
+    return fixtures_dir / "fast3r-tiny"
+
+
+@pytest.fixture(scope="session")
+def spec_dir(fixtures_dir: Path) -> Path:
+    """The released model's config.json and its state-dict table (key, shape, dtype per row)."""
+    return fixtures_dir / "spec"
 
 
 @pytest.fixture

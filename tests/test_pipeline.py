@@ -11,7 +11,7 @@ from fast3r_ns.io import PreparedImage, load_images
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import camera_errors
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "poses"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "poses"
 # Mixed cameras: different sizes (a square image is cropped to 4:3, one crop has an odd offset) and focals.
 SIZES = [(200, 150), (160, 160), (150, 200), (200, 150), (210, 140), (200, 150)]
 FACTORS = [1.0, 0.7, 1.3, 1.0, 1.15, 0.85]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..imports import require
 from .points import confidence_mask
 from .tracks import Tracks, candidate_pairs, tracks_from_matches
 
@@ -56,13 +57,7 @@ def grey_image(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "refine_tracks='flow' needs OpenCV: pip install opencv-python-headless (or opencv-python)"
-        ) from error
-    return cv2
+    return require("cv2", extra="refine", feature="--refine with flow tracks (OpenCV's optical flow)")
 
 
 def predicted_flow(
@@ -270,9 +265,10 @@ def link_nodes(
 ) -> np.ndarray:
     """[N] representative node of each node: nodes of one view within ``radius`` of each other (connected
     components of that relation) share the lowest index among them."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
+    feature = "--refine with flow tracks"
+    coo_matrix = require("scipy.sparse", extra="refine", feature=feature).coo_matrix
+    connected_components = require("scipy.sparse.csgraph", extra="refine", feature=feature).connected_components
+    cKDTree = require("scipy.spatial", extra="refine", feature=feature).cKDTree
 
     order = np.argsort(node_view, kind="stable")
     bounds = np.searchsorted(node_view[order], np.arange(int(node_view.max()) + 2))

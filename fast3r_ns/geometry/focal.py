@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from .robust import cauchy_reweight, masked_median
+
 
 def focal_official(
     points: torch.Tensor,  # [H, W, 3] one view's points in its own camera frame
@@ -79,16 +81,8 @@ def estimate_focal(
     for _ in range(iterations):
         inverse = solve(weights / residual(inverse).clamp_min(1e-9))
     errors = residual(inverse)
-    scale = _masked_median(errors, weights > 0, dims).clamp_min(1e-9)  # [V or 1, 1]
+    scale = masked_median(errors, weights > 0, None if shared else 1, keepdim=True).clamp_min(1e-9)  # [V or 1, 1]
     for _ in range(5):
-        inverse = solve(weights / (1.0 + (errors / (3.0 * scale)).square()))
+        inverse = solve(cauchy_reweight(weights, errors, scale, c=3.0))
         errors = residual(inverse)
     return 1.0 / inverse[:, 0]
-
-
-def _masked_median(values: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Median of ``values`` where ``mask`` over ``dims`` (kept as size-1 dims); NaN where empty."""
-    masked = torch.where(mask, values, torch.full_like(values, torch.nan))
-    if dims == (0, 1):
-        return masked.reshape(1, -1).nanmedian(dim=1, keepdim=True).values
-    return masked.nanmedian(dim=1, keepdim=True).values

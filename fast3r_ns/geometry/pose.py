@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .align import apply_similarity, umeyama
+from ..imports import require
+from .robust import cauchy_reweight, cauchy_similarity, masked_median, robust_sigma
 
 
 @dataclass
@@ -58,20 +59,13 @@ def solve_poses(
     local = torch.where(usable[..., None], local, torch.zeros_like(local))
     world = torch.where(usable[..., None], world, torch.zeros_like(world))
     distance = torch.where(usable, distance, torch.ones_like(distance))
-    typical = _masked_median(distance, usable)  # [V]
+    typical = masked_median(distance, usable)  # [V]
     base = torch.where(usable, weights * (typical[:, None] / distance).square(), torch.zeros_like(weights))
-    current = base
-    for step in range(iterations + 1):
-        scale, rotation, translation = umeyama(local, world, current)
-        residual = (apply_similarity(local, scale, rotation, translation) - world).norm(dim=-1)
-        relative = residual / (scale.abs()[:, None] * distance).clamp_min(1e-12)  # [V, N]
-        sigma = (1.4826 * _masked_median(relative, usable)).clamp_min(1e-9)  # [V]
-        if step < iterations:
-            current = base / (1.0 + (relative / (2.385 * sigma[:, None])).square())
+    # residuals relative to each point's distance from the camera (in world units: times the fitted scale)
+    fit = cauchy_similarity(local, world, base, usable, distance, iterations, noise_scales=True)
+    scale, rotation, translation, inlier_fraction = fit.scale, fit.rotation, fit.translation, fit.inlier_fraction
     num_points = usable.sum(-1)
-    inliers = usable & (relative < 3.0 * sigma[:, None])
-    inlier_fraction = (base * inliers).sum(-1) / base.sum(-1).clamp_min(1e-30)
-    median_relative = _masked_median(relative, usable)
+    median_relative = masked_median(fit.relative, usable)
     spread = _spread(local, base)  # [V] second / first singular value of the point covariance
 
     cam_to_world = torch.eye(4, dtype=torch.float64, device=local.device).repeat(local.shape[0], 1, 1)
@@ -126,8 +120,8 @@ def refine_reprojection(
         z = torch.where(front, z, torch.ones_like(z))
         residual = torch.stack([focal * x / z, focal * y / z], -1) - offsets  # [V, N, 2]
         error = residual.norm(dim=-1)
-        sigma = (1.4826 * _masked_median(error, front)).clamp_min(1e-9)
-        w = torch.where(front, weights / (1.0 + (error / (2.385 * sigma[:, None])).square()), 0.0)
+        sigma = robust_sigma(error, front, 1e-9)
+        w = torch.where(front, cauchy_reweight(weights, error, sigma[:, None]), 0.0)
         zero = torch.zeros_like(z)
         d_proj = torch.stack(  # [V, N, 2, 3] d(pixel)/dP
             [
@@ -173,11 +167,6 @@ def _so3_exp(omega: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * skew + b * (skew @ skew)
 
 
-def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-row median [V] of values [V, N] where mask; NaN for empty rows."""
-    return torch.where(mask, values, torch.full_like(values, torch.nan)).nanmedian(dim=-1).values
-
-
 def _spread(points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """[V] ratio of the second to the first singular value of the weighted covariance of points [V, N, 3]."""
     norm_w = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
@@ -202,7 +191,7 @@ def pnp_official(
     None when PnP fails, number of inliers). Needs OpenCV (imported here only). principal_point: (x, y) in
     integer-pixel coordinates instead of (W/2, H/2) (not official, for comparisons).
     """
-    import cv2
+    cv2 = require("cv2", extra="refine", feature="--focal-mode official (OpenCV's PnP)")
 
     height, width = conf.shape
     mask = conf > 1.0

@@ -14,12 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
+from ..imports import require
 from .points import confidence_mask
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
 
 
 @dataclass
@@ -107,12 +111,16 @@ def candidate_pairs(
     features = np.concatenate([centers, looks], axis=1)
     features = np.where(np.isfinite(features), features, 0.0)
     k = min(neighbors + 1, count)
-    _, index = cKDTree(features).query(features, k=k)
+    _, index = _kd_tree(features).query(features, k=k)
     first = np.repeat(np.arange(count), k)
     second = index.reshape(-1)
     pairs = np.stack([np.minimum(first, second), np.maximum(first, second)], axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return np.unique(pairs, axis=0)
+
+
+def _kd_tree(points: np.ndarray) -> cKDTree:
+    return require("scipy.spatial", extra="refine", feature="--refine (multi-view tracks)").cKDTree(points)
 
 
 def mutual_matches(
@@ -150,7 +158,7 @@ def build_tracks(
     match_radius: the 3-D gate as a multiple of the larger of the two views' median sample spacing.
     """
     count = len(samples)
-    trees = [cKDTree(s.points) if len(s.points) else None for s in samples]
+    trees = [_kd_tree(s.points) if len(s.points) else None for s in samples]
     spacing = np.zeros(count)
     for view, (sample, tree) in enumerate(zip(samples, trees)):
         if tree is not None and len(sample.points) > 1:

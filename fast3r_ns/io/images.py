@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
+
+if TYPE_CHECKING:  # torch loads with the first tensor, so that the command line's --help stays light
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif")
 HEIF_SUFFIXES = (".heic", ".heif")
@@ -148,6 +151,8 @@ def prepare_image(image: Image.Image, size: int = 512, square_ok: bool = False) 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """uint8 RGB -> [1, 3, H, W] float32 in [-1, 1] ((x / 255 - 0.5) / 0.5)."""
+    import torch
+
     array = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
     return ((array - 0.5) / 0.5)[None]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,25 +19,41 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
     flash_attn_func = None
     FLASH_ATTN_AVAILABLE = False
 
-USE_FLASH_ATTN = False
-"""Route CUDA fp16/bf16 attention through the flash-attn package (only if installed). Default is False."""
-
-CUDA_SDPA_PRIORITY = [
+CUDA_SDPA_PRIORITY = (
     SDPBackend.CUDNN_ATTENTION,
     SDPBackend.FLASH_ATTENTION,
     SDPBackend.EFFICIENT_ATTENTION,
     SDPBackend.MATH,
-]
+)
 """SDPA backends tried in this order on CUDA: cuDNN measured fastest for head dim 64 on H100/H200."""
 
 
-KV_BLOCK_TOKENS = 49152
-"""Long CUDA attentions run over key/value blocks of this many tokens, merged by log-sum-exp: one head's block of
-K and V (12 MB in bf16) then stays in L2 while every query tile reads it. cuDNN measured 491 TFLOP/s at 49k
-tokens but 415 at 768k on an H200. 0 disables blocking."""
+@dataclass(frozen=True)
+class AttentionOptions:
+    """How CUDA attention runs (the CPU always uses plain SDPA); set on a model with ``Fast3R(attention=...)``."""
 
-Q_BLOCK_TOKENS = 196608
-"""Queries per blocked call (bounds the float32 accumulator)."""
+    use_flash_attn: bool = False
+    """Route CUDA fp16/bf16 attention through the flash-attn package (only if installed). Default is False."""
+    kv_block_tokens: int = 49152
+    """Long CUDA attentions run over key/value blocks of this many tokens, merged by log-sum-exp: one head's block
+    of K and V (12 MB in bf16) then stays in L2 while every query tile reads it. cuDNN measured 491 TFLOP/s at 49k
+    tokens but 415 at 768k on an H200. 0 disables blocking. Default is 49152."""
+    q_block_tokens: int = 196608
+    """Queries per blocked call (bounds the float32 accumulator). Default is 196608."""
+    sdpa_priority: tuple[SDPBackend, ...] = CUDA_SDPA_PRIORITY
+    """SDPA backends tried in this order on CUDA. Default is ``CUDA_SDPA_PRIORITY``."""
+
+    def as_record(self) -> dict:
+        """JSON-ready fields for benchmark records."""
+        return {
+            "use_flash_attn": self.use_flash_attn,
+            "kv_block_tokens": self.kv_block_tokens,
+            "q_block_tokens": self.q_block_tokens,
+            "sdpa_priority": [backend.name for backend in self.sdpa_priority],
+        }
+
+
+DEFAULT_ATTENTION = AttentionOptions()
 
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
@@ -70,16 +88,19 @@ def blocked_attention(
     return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, options: AttentionOptions = DEFAULT_ATTENTION
+) -> torch.Tensor:
     """Softmax attention. q, k, v: [B, heads, N, head_dim] -> [B, heads, N, head_dim]."""
     if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    if KV_BLOCK_TOKENS and k.shape[2] > 2 * KV_BLOCK_TOKENS and q.dtype in (torch.float16, torch.bfloat16):
-        return blocked_attention(q, k, v, scale, KV_BLOCK_TOKENS, Q_BLOCK_TOKENS)
-    if USE_FLASH_ATTN and FLASH_ATTN_AVAILABLE and q.dtype in (torch.float16, torch.bfloat16):
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    if options.kv_block_tokens and k.shape[2] > 2 * options.kv_block_tokens and half:
+        return blocked_attention(q, k, v, scale, options.kv_block_tokens, options.q_block_tokens)
+    if options.use_flash_attn and FLASH_ATTN_AVAILABLE and half:
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
         return out.transpose(1, 2)
-    with sdpa_kernel(CUDA_SDPA_PRIORITY, set_priority=True):
+    with sdpa_kernel(list(options.sdpa_priority), set_priority=True):
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
@@ -97,6 +118,8 @@ class Attention(nn.Module):
         """Dtype of the score/softmax part (e.g. bf16 for parity with the official CUDA path); None = input dtype."""
         self.sequence_parallel = None
         """Set by ``fast3r_ns.model.parallel`` on decoder blocks: attention over the tokens of all ranks."""
+        self.options = DEFAULT_ATTENTION
+        """How CUDA attention runs; the model sets one ``AttentionOptions`` on all its blocks."""
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, N, dim], pos: [B, N, 2] (row, col) patch positions, used only with RoPE."""
@@ -107,5 +130,5 @@ class Attention(nn.Module):
             q, k = self.rope(q, pos), self.rope(k, pos)
         dtype = self.compute_dtype or q.dtype
         compute = attention if self.sequence_parallel is None else self.sequence_parallel.attention
-        out = compute(q.to(dtype), k.to(dtype), v.to(dtype), self.scale).to(x.dtype)
+        out = compute(q.to(dtype), k.to(dtype), v.to(dtype), self.scale, self.options).to(x.dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+DEFAULT_REPO = "jedyang97/Fast3R_ViT_Large_512"
+"""The released checkpoint on the Hugging Face Hub."""
+
 
 @dataclass(frozen=True)
 class EncoderConfig:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import InputError
-from .config import Fast3RConfig
+from .config import DEFAULT_REPO, Fast3RConfig
 
 if TYPE_CHECKING:
+    from .attention import AttentionOptions
     from .fast3r import Fast3R
 
-DEFAULT_REPO = "jedyang97/Fast3R_ViT_Large_512"
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pth", "model.ckpt")
@@ -146,17 +146,19 @@ def load_pretrained(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
+    attention: AttentionOptions | None = None,
 ) -> Fast3R:
     """Build the model from config.json and load its weights strictly (every real key, nothing else).
 
     ``name_or_path``: a folder, or a Hub repo id (``HF_HUB_OFFLINE=1`` reads the local cache only).
     ``dtype``: the weights' and activations' dtype (fp32, bf16 or fp16); outputs are always float32.
+    ``attention``: how CUDA attention runs (``AttentionOptions``; None: the defaults).
     """
     config_file, weights = resolve_files(name_or_path, revision, cache_dir)
     try:
         config = Fast3RConfig.from_dict(json.loads(config_file.read_text()))
         with torch.device("meta"):
-            model = cls(config)
+            model = cls(config, attention=attention)
     except (ValueError, TypeError, KeyError, RuntimeError) as error:
         raise CheckpointError(f"{config_file}: not a usable Fast3R config ({type(error).__name__}: {error})") from None
     state_dict = canonical_state_dict(read_state_dict(weights, allow_pickle))

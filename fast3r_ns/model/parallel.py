@@ -24,10 +24,10 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from .attention import AttentionOptions
 from .attention import attention as local_attention
-from .fast3r import OUTPUT_KEYS
+from .fast3r import OUTPUT_KEYS, Output
 
-Output = dict[str, torch.Tensor]
 Method = Literal["allgather", "ring"]
 
 
@@ -58,12 +58,15 @@ class SequenceParallel:
         self.tokens_per_rank: list[int] = []
         """Tokens (per batch item) held by each rank in the current forward; set by ``parallel_forward``."""
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """q, k, v: [B, heads, N_rank, head_dim] of this rank -> [B, heads, N_rank, head_dim]."""
+    def attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, options: AttentionOptions
+    ) -> torch.Tensor:
+        """q, k, v: [B, heads, N_rank, head_dim] of this rank -> [B, heads, N_rank, head_dim]; ``options`` apply to
+        the all-gather method's local attention call."""
         if self.method == "ring" and len(set(self.tokens_per_rank)) == 1:
             return self._ring(q, k, v, scale)
         keys, values = self._gather_kv(k, v)
-        return local_attention(q, keys, values, scale)
+        return local_attention(q, keys, values, scale, options)
 
     def _gather_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All ranks' keys and values in rank order, [B, heads, N_total, head_dim] each (strided views)."""
@@ -135,25 +138,27 @@ def parallel_forward(
     parallel: SequenceParallel,
     image_ids: torch.Tensor | None = None,
     local_views: Sequence[torch.Tensor] | None = None,
+    output_device: torch.device | str | None = None,
 ) -> tuple[range, list[Output]]:
     """The forward of ``Fast3R`` over all ``views``, this rank computing its share; returns (its view range, their
-    outputs). Every rank must pass the same view shapes; ``views`` may be placeholders of the right shape for the
-    other ranks' views when this rank's own tensors are passed as ``local_views``.
+    outputs, moved to ``output_device`` as ``Fast3R.forward`` does). Every rank must pass the same view shapes;
+    ``views`` may be placeholders of the right shape for the other ranks' views when this rank's own tensors are
+    passed as ``local_views``.
     """
     batch = views[0].shape[0]
     tokens = view_tokens(model, views)
     ranges = split_views(tokens, parallel.world_size)
     mine = ranges[parallel.rank]
     parallel.tokens_per_rank = [sum(tokens[i] for i in r) for r in ranges]
-    ids = model._image_ids(image_ids, len(views), batch)[:, mine.start : mine.stop]
+    ids = model.view_ids(len(views), batch, image_ids)[:, mine.start : mine.stop]
     own = list(local_views) if local_views is not None else [views[i] for i in mine]
     device = next(model.parameters()).device
-    own = [v.to(device, model.dtype) for v in own]
-    features = model._encode(own)
+    own = model.prepare([v.to(device, model.dtype) for v in own])
+    features = model.encode(own)
     with parallel.attached(model.decoder):
-        hooked = model.decoder(features, ids)
+        hooked = model.decode(features, ids)
     del features
-    return mine, model._heads(own, hooked)
+    return mine, model.heads(own, hooked, output_device)
 
 
 def gather_outputs(

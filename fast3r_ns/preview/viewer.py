@@ -19,6 +19,8 @@ import numpy as np
 import tyro
 from PIL import Image, ImageOps
 
+from fast3r_ns.imports import MissingDependencyError, require
+from fast3r_ns.io.ply import read_ply_vertices
 from fast3r_ns.preview.files import (
     POINTS_CONFIDENCE_FILE,
     PREVIEW_DIR,
@@ -26,7 +28,6 @@ from fast3r_ns.preview.files import (
     PreviewView,
     match_views,
     read_cameras,
-    read_ply_vertices,
     read_preview,
     view_status,
 )
@@ -295,9 +296,9 @@ def run(config: ViewConfig) -> int:
         print(f"fast3r-ns view: --port {config.port} is not a port number (0-65535; 0 picks a free one).")
         return 2
     try:
-        import viser
-    except ImportError:
-        print("fast3r-ns view needs viser: pip install 'fast3r-ns[preview]'")
+        viser = require("viser", extra="preview", feature="fast3r-ns view")
+    except MissingDependencyError as error:
+        print(error)
         return 2
     try:
         scene = load_scene(out_dir, config.max_points)

@@ -10,7 +10,7 @@ import torch
 
 from ..geometry.conventions import pixel_centers
 from ..io.images import PreparedImage
-from ..predictor import Output
+from ..predictions import Output
 from .scene import Scene
 
 

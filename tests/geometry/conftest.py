@@ -1,4 +1,4 @@
-"""Fixtures of the geometry tests: the official recovery's results in ../shared/fixtures/poses."""
+"""Fixtures of the geometry tests: the official recovery's results in tests/fixtures/poses."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _load(name: str) -> dict[str, np.ndarray]:
-    path = FIXTURES / name
-    if not path.is_file():
-        raise FileNotFoundError(f"fixture {path} not found (shared/ beside the checkout)")
-    with np.load(path) as data:
+    with np.load(FIXTURES / name) as data:
         return dict(data)
 
 

@@ -13,8 +13,8 @@ from fast3r_ns.model.loading import canonical_state_dict
 
 
 @pytest.fixture(scope="module")
-def released(shared_dir):
-    return Fast3RConfig.from_json(shared_dir / "spec" / "fast3r_vitl512_config.json")
+def released(spec_dir):
+    return Fast3RConfig.from_json(spec_dir / "fast3r_vitl512_config.json")
 
 
 def test_released_config_parses(released):
@@ -48,18 +48,15 @@ def test_config_round_trips_through_official_layout(released):
         ("head_args", "depth_mode", ["linear", 0, 1]),
     ],
 )
-def test_unsupported_config_is_refused(shared_dir, section, key, value):
-    raw = json.loads((shared_dir / "spec" / "fast3r_vitl512_config.json").read_text())
+def test_unsupported_config_is_refused(spec_dir, section, key, value):
+    raw = json.loads((spec_dir / "fast3r_vitl512_config.json").read_text())
     raw[section][key] = value
     with pytest.raises(ValueError, match=key):
         Fast3RConfig.from_dict(raw)
 
 
-def test_released_model_has_exact_keys_shapes_and_size(shared_dir, released):
-    rows = [
-        line.split("\t")
-        for line in (shared_dir / "spec" / "fast3r_vitl512_state_dict.tsv").read_text().splitlines()[1:]
-    ]
+def test_released_model_has_exact_keys_shapes_and_size(spec_dir, released):
+    rows = [line.split("\t") for line in (spec_dir / "fast3r_vitl512_state_dict.tsv").read_text().splitlines()[1:]]
     stored = {key: tuple(int(d) for d in shape.split("x")) for key, shape, _, in_file, _ in rows if in_file == "yes"}
     aliases = {key: alias for key, _, _, in_file, alias in rows if in_file == "no"}
     assert len(stored) == 712 and len(aliases) == 8

@@ -21,8 +21,7 @@ def load(tiny_dir, device: str):
 def compare(model, views) -> list[dict]:
     with torch.inference_mode():
         kept = model(views)
-        model.output_device = "cpu"
-        moved = model(views)
+        moved = model(views, output_device="cpu")
     for a, b in zip(kept, moved):
         assert set(a) == set(b)
         for key in a:

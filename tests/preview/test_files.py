@@ -18,7 +18,8 @@ from preview_scene import (
     write_ply,
 )
 
-from fast3r_ns.preview.files import PREVIEW_DIR, PreviewView, match_views, read_ply_vertices
+from fast3r_ns.io.ply import read_ply_vertices
+from fast3r_ns.preview.files import PREVIEW_DIR, PreviewView, match_views
 from fast3r_ns.preview.report import write_report
 from fast3r_ns.preview.viewer import load_scene
 
