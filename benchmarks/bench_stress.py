@@ -2,13 +2,14 @@
 
 For each scene of ``benchmarks/splat_scene.py`` ("room", "room_hard", "room_natural") the images are rendered once
 and prepared as ``process()`` prepares them (``load_images``, network size 512x384). For each error level and seed
-``bench_splat.FastLikeOracle`` predicts pointmaps with ``level_noise(level)``: the per-view misplacement of the
-global pointmap (rotation ``level`` degrees; translation and depth warp scaled with it as ``bench_splat.NOISY`` has
-them at 0.2 degrees) plus the local-head focal error, local/global disagreement, outliers and depth noise of
-``LEVEL_EXTRAS``. The cameras are recovered without and with the refinement (``reconstruct_from_predictions``, the
-pipeline's defaults, as ``ns-process-data fast3r`` runs them) and their errors measured after the similarity
-alignment (``fast3r_ns.testing.metrics``). COLMAP (pycolmap: SIFT extraction, exhaustive matching,
-``incremental_mapping``) runs once per scene on the same image files, for the time ratio and its own errors.
+``bench_splat.FastLikeOracle`` predicts pointmaps with ``bench_splat.level_noise(level)``: the per-view
+misplacement of the global pointmap (rotation ``level`` degrees; translation and depth warp scaled with it as
+``bench_splat.NOISY`` has them at 0.2 degrees) plus the local-head focal error, local/global disagreement, outliers
+and depth noise of ``bench_splat.LEVEL_EXTRAS``. The cameras are recovered without and with the refinement
+(``reconstruct_from_predictions``, the pipeline's defaults, as ``ns-process-data fast3r`` runs them) and their
+errors measured after the similarity alignment (``fast3r_ns.testing.metrics``). COLMAP (pycolmap: SIFT
+extraction, exhaustive matching, ``incremental_mapping``) runs once per scene on the same image files, for the
+time ratio and its own errors.
 
     PYTHONPATH=. python benchmarks/bench_stress.py                       # every scene, level and seed
     PYTHONPATH=. python benchmarks/bench_stress.py --scenes room --levels 0.2 0.6 --seeds 11
@@ -36,33 +37,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import splat_scene  # noqa: E402
-from bench_splat import NOISY, FastLikeOracle  # noqa: E402
+from bench_splat import LEVELS, FastLikeOracle, level_noise  # noqa: E402
 
 from benchmarks.common import RESULTS, append, commit  # noqa: E402
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
 from fast3r_ns.testing.metrics import camera_errors, reconstruction_errors  # noqa: E402
 
-LEVELS = (0.2, 0.6, 1.2, 2.0)  # degrees of per-view misplacement of the global pointmap
 SEEDS = (11, 23, 37)
-# level: errors on top of the scaled misplacement (issue #17's measured cases at 0.6 and 1.2 degrees)
-LEVEL_EXTRAS = {
-    0.2: {"local_focal_noise": 0.0, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
-    0.6: {"local_focal_noise": 0.05, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
-    1.2: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
-    2.0: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
-}
-SCALED = ("view_rotation_deg", "view_translation_rel", "depth_warp")  # NOISY's entries that grow with the level
 QUICK = {"scenes": ["room"], "levels": [0.2], "seeds": [11], "views": 8, "size": 256, "supersample": 1}
-
-
-def level_noise(level: float) -> dict:
-    """FastLikeOracle options of an error level: NOISY with its misplacement scaled by level / 0.2, then the
-    level's extras (the nearest level of LEVEL_EXTRAS at or below it)."""
-    factor = level / NOISY["view_rotation_deg"]
-    noise = dict(NOISY) | {key: NOISY[key] * factor for key in SCALED}
-    below = [key for key in LEVEL_EXTRAS if key <= level + 1e-9] or [min(LEVEL_EXTRAS)]
-    return noise | LEVEL_EXTRAS[max(below)]
 
 
 def scene_views(name: str, views: int | None) -> splat_scene.TexturedScene:

@@ -10,12 +10,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import bench_splat  # noqa: E402
 import bench_stress  # noqa: E402
 from bench_splat import NOISY  # noqa: E402
 
 
 def test_levels_scale_the_misplacement_and_add_the_issue_errors() -> None:
-    assert bench_stress.level_noise(0.2) == NOISY | bench_stress.LEVEL_EXTRAS[0.2]
+    assert bench_stress.level_noise(0.2) == NOISY | bench_splat.LEVEL_EXTRAS[0.2]
     three = bench_stress.level_noise(0.6)  # issue #17's 3x case
     assert three["view_rotation_deg"] == pytest.approx(0.6)
     assert three["view_translation_rel"] == pytest.approx(0.009)
@@ -25,6 +26,22 @@ def test_levels_scale_the_misplacement_and_add_the_issue_errors() -> None:
     assert six["depth_warp"] == pytest.approx(0.12) and six["local_rotation_noise_deg"] == 1.0
     assert six["outlier_fraction"] == 0.05 and six["depth_noise"] == 0.04
     assert bench_stress.level_noise(2.0)["view_translation_rel"] == pytest.approx(0.03)
+
+
+def test_splat_variants_of_the_levels() -> None:
+    names = bench_splat.level_variants([0.2, 0.6, 1.2, 2.0])
+    assert names == [
+        "oracle_noisy",
+        "oracle_noisy_refined",
+        "oracle_noisy_x3",
+        "oracle_noisy_x3_refined",
+        "oracle_noisy_x6",
+        "oracle_noisy_x6_refined",
+        "oracle_noisy_x10",
+        "oracle_noisy_x10_refined",
+    ]
+    assert [bench_splat.variant_level(n) for n in names[::2]] == pytest.approx([0.2, 0.6, 1.2, 2.0])
+    assert bench_splat.variant_level("oracle_clean") is None and bench_splat.variant_level("gt") is None
 
 
 def test_quick_run_records_before_after_and_colmap(tmp_path) -> None:
