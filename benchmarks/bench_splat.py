@@ -71,44 +71,6 @@ NOISY = {
     "view_translation_rel": 0.003,  # std of its translation, relative to the view's mean depth
     "depth_warp": 0.02,  # amplitude of a per-view linear-in-image depth warp of the global pointmap
 }
-# Error levels of the stress benchmarks (bench_stress.py, prepare --levels): degrees of per-view misplacement of the
-# global pointmap; NOISY is level 0.2, higher levels scale its misplacement (SCALED) and add LEVEL_EXTRAS.
-LEVELS = (0.2, 0.6, 1.2, 2.0)
-LEVEL_EXTRAS = {  # issue #17's measured cases at 0.6 (3x) and 1.2 degrees (6x)
-    0.2: {"local_focal_noise": 0.0, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
-    0.6: {"local_focal_noise": 0.05, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
-    1.2: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
-    2.0: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
-}
-SCALED = ("view_rotation_deg", "view_translation_rel", "depth_warp")
-
-
-def level_noise(level: float) -> dict:
-    """FastLikeOracle options of an error level: NOISY with its misplacement scaled by level / 0.2, then the
-    extras of the nearest level of LEVEL_EXTRAS at or below it."""
-    factor = level / NOISY["view_rotation_deg"]
-    noise = dict(NOISY) | {key: NOISY[key] * factor for key in SCALED}
-    below = [key for key in LEVEL_EXTRAS if key <= level + 1e-9] or [min(LEVEL_EXTRAS)]
-    return noise | LEVEL_EXTRAS[max(below)]
-
-
-def level_variants(levels: list[float]) -> list[str]:
-    """Dataset variants of ``prepare --levels``: level 0.2 is ``oracle_noisy`` (and ``_refined``), level L
-    ``oracle_noisy_x<L / 0.2>`` (x3 for 0.6 degrees, x6, x10) and its ``_refined`` counterpart."""
-    names = []
-    for level in levels:
-        factor = level / NOISY["view_rotation_deg"]
-        tag = "" if abs(factor - 1) < 1e-9 else f"_x{factor:g}"
-        names += [f"oracle_noisy{tag}", f"oracle_noisy{tag}_refined"]
-    return names
-
-
-def variant_level(variant: str) -> float | None:
-    """The error level of an oracle_noisy variant (None for gt and oracle_clean)."""
-    if not variant.startswith("oracle_noisy"):
-        return None
-    tag = variant.removeprefix("oracle_noisy").removesuffix("_refined")
-    return NOISY["view_rotation_deg"] * (float(tag.removeprefix("_x")) if tag else 1.0)
 
 
 class FastLikeOracle(OraclePredictor):
@@ -190,6 +152,46 @@ def _min_max_filter(image: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndar
     ]
     stack = np.stack(windows)
     return stack.min(axis=0), stack.max(axis=0)
+
+
+# Error levels of the stress benchmarks (bench_stress.py, prepare --levels): degrees of per-view misplacement of the
+# global pointmap; NOISY is level 0.2, higher levels scale its misplacement (STRESS_SCALED) and add STRESS_EXTRAS.
+STRESS_LEVELS = (0.2, 0.6, 1.2, 2.0)
+STRESS_EXTRAS = {  # issue #17's measured cases at 0.6 (3x) and 1.2 degrees (6x)
+    0.2: {"local_focal_noise": 0.0, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
+    0.6: {"local_focal_noise": 0.05, "local_rotation_noise_deg": 0.0, "outlier_fraction": 0.02, "depth_noise": 0.02},
+    1.2: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
+    2.0: {"local_focal_noise": 0.10, "local_rotation_noise_deg": 1.0, "outlier_fraction": 0.05, "depth_noise": 0.04},
+}
+STRESS_SCALED = ("view_rotation_deg", "view_translation_rel", "depth_warp")
+
+
+def level_noise(level: float) -> dict:
+    """FastLikeOracle options of an error level: NOISY with its misplacement scaled by level / 0.2, then the
+    extras of the nearest level of STRESS_EXTRAS at or below it."""
+    factor = level / NOISY["view_rotation_deg"]
+    noise = dict(NOISY) | {key: NOISY[key] * factor for key in STRESS_SCALED}
+    below = [key for key in STRESS_EXTRAS if key <= level + 1e-9] or [min(STRESS_EXTRAS)]
+    return noise | STRESS_EXTRAS[max(below)]
+
+
+def level_variants(levels: list[float]) -> list[str]:
+    """Dataset variants of ``prepare --levels``: level 0.2 is ``oracle_noisy`` (and ``_refined``), level L
+    ``oracle_noisy_x<L / 0.2>`` (x3 for 0.6 degrees, x6, x10) and its ``_refined`` counterpart."""
+    names = []
+    for level in levels:
+        factor = level / NOISY["view_rotation_deg"]
+        tag = "" if abs(factor - 1) < 1e-9 else f"_x{factor:g}"
+        names += [f"oracle_noisy{tag}", f"oracle_noisy{tag}_refined"]
+    return names
+
+
+def variant_level(variant: str) -> float | None:
+    """The error level of an oracle_noisy variant (None for gt and oracle_clean)."""
+    if not variant.startswith("oracle_noisy"):
+        return None
+    tag = variant.removeprefix("oracle_noisy").removesuffix("_refined")
+    return NOISY["view_rotation_deg"] * (float(tag.removeprefix("_x")) if tag else 1.0)
 
 
 def _showcase_view(scene: splat_scene.TexturedScene, views: list[int]) -> int:

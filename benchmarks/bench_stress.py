@@ -5,7 +5,7 @@ and prepared as ``process()`` prepares them (``load_images``, network size 512x3
 ``bench_splat.FastLikeOracle`` predicts pointmaps with ``bench_splat.level_noise(level)``: the per-view
 misplacement of the global pointmap (rotation ``level`` degrees; translation and depth warp scaled with it as
 ``bench_splat.NOISY`` has them at 0.2 degrees) plus the local-head focal error, local/global disagreement, outliers
-and depth noise of ``bench_splat.LEVEL_EXTRAS``. The cameras are recovered without and with the refinement
+and depth noise of ``bench_splat.STRESS_EXTRAS``. The cameras are recovered without and with the refinement
 (``reconstruct_from_predictions``, the pipeline's defaults, as ``ns-process-data fast3r`` runs them) and their
 errors measured after the similarity alignment (``fast3r_ns.testing.metrics``). COLMAP (pycolmap: SIFT
 extraction, exhaustive matching, ``incremental_mapping``) runs once per scene on the same image files, for the
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import splat_scene  # noqa: E402
-from bench_splat import LEVELS, FastLikeOracle, level_noise  # noqa: E402
+from bench_splat import STRESS_LEVELS, FastLikeOracle, level_noise  # noqa: E402
 
 from benchmarks.common import RESULTS, append, commit  # noqa: E402
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
@@ -192,7 +192,7 @@ def _pycolmap_version() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", default=list(splat_scene.SCENES), choices=splat_scene.SCENES)
-    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
+    parser.add_argument("--levels", type=float, nargs="+", default=list(STRESS_LEVELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--views", type=int, help="only the first N cameras of each scene's trajectory")
     parser.add_argument("--size", type=int, default=512, help="network input size (load_images), default 512")

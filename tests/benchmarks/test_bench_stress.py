@@ -16,7 +16,7 @@ from bench_splat import NOISY  # noqa: E402
 
 
 def test_levels_scale_the_misplacement_and_add_the_issue_errors() -> None:
-    assert bench_stress.level_noise(0.2) == NOISY | bench_splat.LEVEL_EXTRAS[0.2]
+    assert bench_stress.level_noise(0.2) == NOISY | bench_splat.STRESS_EXTRAS[0.2]
     three = bench_stress.level_noise(0.6)  # issue #17's 3x case
     assert three["view_rotation_deg"] == pytest.approx(0.6)
     assert three["view_translation_rel"] == pytest.approx(0.009)
