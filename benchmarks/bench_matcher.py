@@ -12,7 +12,7 @@ issue #17 measured on the 3x stress level) or no prediction at all (a constant f
 Scores (network pixels, left -> right, anchors with a valid true disparity): the share of anchors kept by the
 gates, the end-point error (EPE) of the kept matches against the truth (median, mean, 90th percentile), the share
 of kept matches within 1 and 3 px, the same EPE figures for the raw flow at every anchor before the gates, and the
-share that the gates would keep without the correction gate.
+share kept without the correction gate and its EPE figures (``ungated_*``).
 
     PYTHONPATH=. python benchmarks/bench_matcher.py      # appends to benchmarks/results/matcher_cpu.jsonl
 """
@@ -129,6 +129,13 @@ def score(images, true_flow: np.ndarray, prior: str, seed: int, options: FlowOpt
         "raw_within_1px": float((raw_epe < 1).mean()),
         "raw_within_3px": float((raw_epe < 3).mean()),
     }
+    ungated_epe = np.linalg.norm(ungated[1] - truth[ungated[0]], axis=-1)
+    if len(ungated_epe):
+        record |= {
+            "ungated_epe_median": float(np.median(ungated_epe)),
+            "ungated_within_1px": float((ungated_epe < 1).mean()),
+            "ungated_within_3px": float((ungated_epe < 3).mean()),
+        }
     if len(kept):
         record |= {
             "epe_median": float(np.median(epe)),
