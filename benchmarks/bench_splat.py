@@ -191,7 +191,7 @@ def variant_level(variant: str) -> float | None:
     if not variant.startswith("oracle_noisy"):
         return None
     tag = variant.removeprefix("oracle_noisy").removesuffix("_refined")
-    return NOISY["view_rotation_deg"] * (float(tag.removeprefix("_x")) if tag else 1.0)
+    return round(NOISY["view_rotation_deg"] * (float(tag.removeprefix("_x")) if tag else 1.0), 6)
 
 
 def _showcase_view(scene: splat_scene.TexturedScene, views: list[int]) -> int:
