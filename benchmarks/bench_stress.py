@@ -14,6 +14,7 @@ time ratio and its own errors.
     PYTHONPATH=. python benchmarks/bench_stress.py                       # every scene, level and seed
     PYTHONPATH=. python benchmarks/bench_stress.py --scenes room --levels 0.2 0.6 --seeds 11
     PYTHONPATH=. python benchmarks/bench_stress.py --quick               # smoke run: 8 views of room, 256x192
+    PYTHONPATH=. python benchmarks/bench_stress.py --table benchmarks/results/stress_cpu.jsonl   # markdown table
 
 One JSON line per scene / level / seed / method ("fast3r", "fast3r_refined") and one per scene for "colmap", in
 ``benchmarks/results/stress_cpu.jsonl`` (fields of ../shared/conventions/RESULTS.md). Refined records carry the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -183,6 +185,41 @@ def run_case(scene, images, level: float, seed: int, colmap: dict | None) -> lis
     return [common | unrefined, common | refined]
 
 
+def table(records: list[dict], commit_prefix: str | None = None) -> list[str]:
+    """Markdown rows, one per scene and level (seeds listed): rotation max / median before -> after (deg), focal
+    max before -> after, held views, refined time; COLMAP's row per scene; records of ``commit_prefix`` only."""
+    chosen = [r for r in records if "error" not in r and (not commit_prefix or r["commit"].startswith(commit_prefix))]
+    rows = [
+        "| scene | level (deg) | seeds | rotation max / median, before -> after | focal max, before -> after | "
+        "held views | refined s (refine s) | refined / COLMAP time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scene in dict.fromkeys(r["scene"] for r in chosen):
+        for r in (r for r in chosen if r["scene"] == scene and r["method"] == "colmap"):
+            rows.append(
+                f"| {scene} | COLMAP | - | {r['rotation_err_deg']:.2f} / {r['rotation_err_deg_median']:.2f} "
+                f"({r['registered']}/{r['views']} registered) | {100 * r['focal_err_rel']:.1f} % | - | "
+                f"{r['seconds']:.0f} | 1 |"
+            )
+        refined = [r for r in chosen if r["scene"] == scene and r["method"] == "fast3r_refined"]
+        for level in sorted({r["level_deg"] for r in refined}):
+            cases = [r for r in refined if r["level_deg"] == level]
+            rotation = " ; ".join(
+                f"{r['before_rotation_err_deg']:.2f} / {r['before_rotation_err_deg_median']:.2f} -> "
+                f"{r['rotation_err_deg']:.3f} / {r['rotation_err_deg_median']:.3f}"
+                for r in cases
+            )
+            focal = " ; ".join(
+                f"{100 * r['before_focal_err_rel']:.1f} -> {100 * r['focal_err_rel']:.2f} %" for r in cases
+            )
+            held = " ; ".join(str(int(r["refine_stats"].get("held_views", 0))) for r in cases)
+            times = " ; ".join(f"{r['seconds']:.0f} ({r['timings']['refine']:.0f})" for r in cases)
+            ratios = " ; ".join(f"{r['ratio_to_baseline']:.2f}" for r in cases if "ratio_to_baseline" in r) or "-"
+            seeds = ", ".join(str(r["seed"]) for r in cases)
+            rows.append(f"| {scene} | {level:g} | {seeds} | {rotation} | {focal} | {held} | {times} | {ratios} |")
+    return rows
+
+
 def _pycolmap_version() -> str:
     import pycolmap
 
@@ -200,7 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-colmap", action="store_true", help="skip the pycolmap baseline")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     parser.add_argument("--out", default=str(RESULTS / "stress_cpu.jsonl"))
+    parser.add_argument("--table", metavar="JSONL", help="print the records of JSONL as a markdown table, no run")
+    parser.add_argument("--commit", help="with --table: only the records of this commit")
     args = parser.parse_args(argv)
+    if args.table:
+        records = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]
+        print("\n".join(table(records, args.commit)))
+        return
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)

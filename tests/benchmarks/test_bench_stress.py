@@ -60,3 +60,9 @@ def test_quick_run_records_before_after_and_colmap(tmp_path) -> None:
     assert refined["timings"]["refine"] > 0 and refined["refine_stats"]["observations_kept"] > 0
     assert refined["baseline"] == "colmap" and refined["baseline_seconds"] == colmap["seconds"]
     assert refined["ratio_to_baseline"] == pytest.approx(refined["seconds"] / colmap["seconds"])
+    rows = bench_stress.table(records)
+    assert rows[2].startswith("| room | COLMAP | - |") and "(8/8 registered)" in rows[2]
+    level_row = rows[3].split(" | ")
+    assert level_row[1:3] == ["0.2", "11"]
+    assert f"-> {refined['rotation_err_deg']:.3f} / {refined['rotation_err_deg_median']:.3f}" in level_row[3]
+    assert level_row[-1] == f"{refined['ratio_to_baseline']:.2f} |"
