@@ -41,7 +41,8 @@ LIGHTS = (  # (direction towards the light, weight); |n . l| so every face gets 
 )
 AMBIENT = 0.3
 NOISE_OCTAVES = 6  # fractal value noise: octaves of halving period ...
-NOISE_PERSISTENCE = 0.7  # ... and amplitude times this (rougher than 0.5: fine detail for matching)
+NOISE_PERSISTENCE = 0.8  # ... and amplitude times this (rougher than 0.5: fine detail for matching)
+NOISE_CONTRAST = 4.0  # the noise is stretched about 0.5 by this factor (then clipped to [0, 1])
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def albedo(material: Material, points: np.ndarray, salt: int = 0) -> np.ndarray:
         tint = _hash01(cells, salt + 7)[:, None] * np.array([0.25, -0.15, 0.1])
         return np.clip(a * (1 - t[:, None]) + b * t[:, None] + tint, 0.0, 1.0)
     elif material.pattern == "noise":
-        t = np.clip(0.5 + 2.8 * (fractal_noise(q, salt) - 0.5), 0.0, 1.0)
+        t = np.clip(0.5 + NOISE_CONTRAST * (fractal_noise(q, salt) - 0.5), 0.0, 1.0)
         tint = (fractal_noise(q * 0.37 + 11.0, salt + 5) - 0.5)[:, None] * np.array([0.3, -0.2, 0.25])
         return np.clip(a * (1 - t[:, None]) + b * t[:, None] + tint, 0.0, 1.0)
     elif material.pattern == "rings":
@@ -263,19 +264,19 @@ class TexturedScene(Scene):
         return bool(np.any(np.all((point > self.box_min - margin) & (point < self.box_max + margin), axis=1)))
 
 
-NATURAL_MATERIALS = [  # room_natural: fractal value noise everywhere (base periods 0.15-0.9 m)
-    Material("noise", (0.55, 0.25, 0.12), (0.95, 0.8, 0.45), 0.3),  # spheres
-    Material("noise", (0.1, 0.3, 0.55), (0.75, 0.85, 0.9), 0.25),
-    Material("noise", (0.15, 0.4, 0.1), (0.7, 0.8, 0.35), 0.15),
-    Material("noise", (0.6, 0.5, 0.4), (0.95, 0.92, 0.85), 0.9),  # walls: x min, x max
-    Material("noise", (0.35, 0.45, 0.55), (0.9, 0.9, 0.8), 0.7),
-    Material("noise", (0.5, 0.55, 0.35), (0.92, 0.9, 0.75), 0.8),  # y min, y max
-    Material("noise", (0.55, 0.4, 0.5), (0.95, 0.85, 0.85), 0.6),
-    Material("noise", (0.3, 0.27, 0.22), (0.8, 0.75, 0.65), 0.4),  # floor (gravel-like), ceiling
-    Material("noise", (0.7, 0.7, 0.72), (0.95, 0.95, 0.95), 0.9),
-    Material("noise", (0.45, 0.22, 0.08), (0.85, 0.6, 0.3), 0.2),  # boxes (wood-like), stone, moss
-    Material("noise", (0.3, 0.32, 0.35), (0.75, 0.75, 0.7), 0.25),
-    Material("noise", (0.25, 0.35, 0.05), (0.8, 0.75, 0.2), 0.18),
+NATURAL_MATERIALS = [  # room_natural: fractal value noise everywhere (base periods 0.05-0.32 m)
+    Material("noise", (0.55, 0.25, 0.12), (0.95, 0.8, 0.45), 0.105),  # spheres
+    Material("noise", (0.1, 0.3, 0.55), (0.75, 0.85, 0.9), 0.087),
+    Material("noise", (0.15, 0.4, 0.1), (0.7, 0.8, 0.35), 0.052),
+    Material("noise", (0.6, 0.5, 0.4), (0.95, 0.92, 0.85), 0.315),  # walls: x min, x max
+    Material("noise", (0.35, 0.45, 0.55), (0.9, 0.9, 0.8), 0.245),
+    Material("noise", (0.5, 0.55, 0.35), (0.92, 0.9, 0.75), 0.28),  # y min, y max
+    Material("noise", (0.55, 0.4, 0.5), (0.95, 0.85, 0.85), 0.21),
+    Material("noise", (0.3, 0.27, 0.22), (0.8, 0.75, 0.65), 0.14),  # floor (gravel-like), ceiling
+    Material("noise", (0.7, 0.7, 0.72), (0.95, 0.95, 0.95), 0.315),
+    Material("noise", (0.45, 0.22, 0.08), (0.85, 0.6, 0.3), 0.07),  # boxes (wood-like), stone, moss
+    Material("noise", (0.3, 0.32, 0.35), (0.75, 0.75, 0.7), 0.087),
+    Material("noise", (0.25, 0.35, 0.05), (0.8, 0.75, 0.2), 0.063),
 ]
 
 
