@@ -20,7 +20,9 @@ One JSON line per scene / level / seed / method ("fast3r", "fast3r_refined") and
 ``benchmarks/results/stress_cpu.jsonl`` (fields of ../shared/conventions/RESULTS.md). Refined records carry the
 errors before refinement as ``before_*`` and COLMAP's time as ``baseline_seconds`` (``ratio_to_baseline`` = refined
 reconstruction time / COLMAP time, measured in the same run). The oracle stands in for the network, so
-``seconds`` is the reconstruction from predictions (cameras, refinement, point cloud), not the network's time.
+``seconds`` is the reconstruction from predictions (cameras, refinement, point cloud), not the network's time;
+``cpu_seconds`` is the process's CPU time over the same part (all threads), steadier than wall time on a shared
+machine.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def colmap_baseline(image_dir: Path, scene: splat_scene.TexturedScene, work: Pat
     database, sparse = work / "database.db", work / "sparse"
     sparse.mkdir(parents=True, exist_ok=True)
     times = {}
+    cpu = time.process_time()
     tic = time.perf_counter()
     extraction = pycolmap.FeatureExtractionOptions(num_threads=threads, use_gpu=False)
     pycolmap.extract_features(database, image_dir, extraction_options=extraction, device=pycolmap.Device.cpu)
@@ -86,7 +89,8 @@ def colmap_baseline(image_dir: Path, scene: splat_scene.TexturedScene, work: Pat
     mapping = pycolmap.IncrementalPipelineOptions(num_threads=threads)
     models = pycolmap.incremental_mapping(database, image_dir, sparse, options=mapping)
     times["mapping"] = time.perf_counter() - tic
-    record = {"seconds": sum(times.values()), "timings": times, "models": len(models)}
+    record = {"seconds": sum(times.values()), "cpu_seconds": time.process_time() - cpu, "timings": times}
+    record["models"] = len(models)
     if not models:
         return record | {"registered": 0, "error": "incremental_mapping found no model"}
     model = max(models.values(), key=lambda m: m.num_reg_images())
@@ -165,14 +169,19 @@ def run_case(scene, images, level: float, seed: int, colmap: dict | None) -> lis
     predictions = FastLikeOracle(scene, images, seed=seed, **noise)([image.tensor for image in images])
     generate_seconds = time.perf_counter() - tic
     options = ReconstructOptions(device="cpu", colors="network", max_points=100_000)
+    cpu = time.process_time()
     before = reconstruct_from_predictions(images, predictions, options)
+    cpu_before, cpu = time.process_time() - cpu, time.process_time()
     after = reconstruct_from_predictions(images, predictions, dataclasses.replace(options, refine=True))
+    cpu_after = time.process_time() - cpu
     errors_before = reconstruction_errors(before, scene)
     errors_after = reconstruction_errors(after, scene)
     common = {"noise": noise, "generate_seconds": generate_seconds}
-    unrefined = {"method": "fast3r", "seconds": sum(before.timings.values()), "timings": before.timings}
+    unrefined = {"method": "fast3r", "seconds": sum(before.timings.values()), "cpu_seconds": cpu_before}
+    unrefined["timings"] = before.timings
     unrefined |= _summary(errors_before) | {"untrusted_views": int((~np.asarray(before.pose_ok)).sum())}
-    refined = {"method": "fast3r_refined", "seconds": sum(after.timings.values()), "timings": after.timings}
+    refined = {"method": "fast3r_refined", "seconds": sum(after.timings.values()), "cpu_seconds": cpu_after}
+    refined["timings"] = after.timings
     refined |= _summary(errors_after) | {f"before_{k}": v for k, v in _summary(errors_before).items()}
     refined |= {"refine_stats": after.refine_stats}
     if colmap and colmap.get("seconds"):
@@ -180,6 +189,7 @@ def run_case(scene, images, level: float, seed: int, colmap: dict | None) -> lis
             "baseline": "colmap",
             "baseline_seconds": colmap["seconds"],
             "ratio_to_baseline": refined["seconds"] / colmap["seconds"],
+            "baseline_cpu_seconds": colmap.get("cpu_seconds"),
             "baseline_rotation_err_deg_median": colmap.get("rotation_err_deg_median"),
         }
     return [common | unrefined, common | refined]
