@@ -66,7 +66,9 @@ def _summary(errors: dict) -> dict:
     return {f"{k}{s}": errors[f"{k}{s}"] for k in keys for s in ("", "_median")}
 
 
-def colmap_baseline(image_dir: Path, scene: splat_scene.TexturedScene, work: Path, threads: int) -> dict:
+def colmap_baseline(
+    image_dir: Path, scene: splat_scene.TexturedScene, work: Path, threads: int, max_seconds: float = 0.0
+) -> dict:
     """pycolmap 4.x on the image files: SIFT (CPU), exhaustive matching, incremental mapping (default options, one
     camera per image, i.e. focal lengths unknown as for us); times and the errors of the largest model after the
     similarity alignment, over its registered views."""
@@ -87,10 +89,12 @@ def colmap_baseline(image_dir: Path, scene: splat_scene.TexturedScene, work: Pat
     times["matching"] = time.perf_counter() - tic
     tic = time.perf_counter()
     mapping = pycolmap.IncrementalPipelineOptions(num_threads=threads)
+    if max_seconds > 0:  # COLMAP stops mapping after this and keeps what it has
+        mapping.max_runtime_seconds = int(max_seconds)
     models = pycolmap.incremental_mapping(database, image_dir, sparse, options=mapping)
     times["mapping"] = time.perf_counter() - tic
     record = {"seconds": sum(times.values()), "cpu_seconds": time.process_time() - cpu, "timings": times}
-    record["models"] = len(models)
+    record |= {"models": len(models), "max_runtime_seconds": max_seconds or None}
     if not models:
         return record | {"registered": 0, "error": "incremental_mapping found no model"}
     model = max(models.values(), key=lambda m: m.num_reg_images())
@@ -141,7 +145,8 @@ def run_scene(name: str, args: argparse.Namespace, out: Path) -> None:
         colmap = None
         if not args.no_colmap:
             try:
-                colmap = colmap_baseline(Path(tmp) / "images", scene, Path(tmp) / "colmap", threads)
+                work = Path(tmp) / "colmap"
+                colmap = colmap_baseline(Path(tmp) / "images", scene, work, threads, args.colmap_max_seconds)
             except Exception as error:  # noqa: BLE001 - failures are recorded too
                 colmap = {"error": repr(error)}
             append(out, base | {"method": "colmap", "pycolmap": _pycolmap_version()} | colmap)
@@ -245,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=512, help="network input size (load_images), default 512")
     parser.add_argument("--supersample", type=int, default=2, help="rays per pixel per axis when rendering")
     parser.add_argument("--no-colmap", action="store_true", help="skip the pycolmap baseline")
+    parser.add_argument(
+        "--colmap-max-seconds",
+        type=float,
+        default=0.0,
+        help="stop COLMAP's incremental mapping after this many seconds (its max_runtime_seconds; 0: no limit)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     parser.add_argument("--out", default=str(RESULTS / "stress_cpu.jsonl"))
     parser.add_argument("--table", metavar="JSONL", help="print the records of JSONL as a markdown table, no run")
