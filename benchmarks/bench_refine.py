@@ -8,18 +8,20 @@ the views are photometrically consistent and optical flow (``refine_tracks="flow
 
     PYTHONPATH=. python benchmarks/bench_refine.py --views 100 --width 512 --height 384
     PYTHONPATH=. python benchmarks/bench_refine.py --views 1000 --width 256 --height 192
+    PYTHONPATH=. python benchmarks/bench_refine.py --views 200 --width 512 --height 384 --device cuda   # GPU machine
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, append, commit
+from benchmarks.common import RESULTS, append, commit, device_name, device_slug
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
@@ -71,7 +73,15 @@ def _errors(result, scene) -> dict[str, float]:
     return reconstruction_errors(result, scene)
 
 
-def run(views: int, width: int, height: int, refine_points: bool | None, seed: int, large_views: int) -> dict:
+def run(
+    views: int,
+    width: int,
+    height: int,
+    refine_points: bool | None,
+    seed: int,
+    large_views: int,
+    device: str = "cpu",
+) -> dict:
     scene = make_scene(views, image_size=(width, height), arc_degrees=300, seed=seed)
     start = time.perf_counter()
     images = textured_images(scene, width, height)
@@ -79,7 +89,7 @@ def run(views: int, width: int, height: int, refine_points: bool | None, seed: i
     start = time.perf_counter()
     predictions = OraclePredictor(scene, images, **NOISE, seed=seed)([im.tensor for im in images])
     generate_seconds = time.perf_counter() - start
-    options = {"device": "cpu", "colors": "network"}
+    options = {"device": device, "colors": "network"}
     before = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
     rss_before = _peak_gib()
     start = time.perf_counter()
@@ -93,7 +103,8 @@ def run(views: int, width: int, height: int, refine_points: bool | None, seed: i
     return {
         "bench": "refine",
         "commit": commit(),
-        "device": "cpu",
+        "device": device_name() if device != "cpu" else "cpu",
+        "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "views": views,
         "height": height,
@@ -136,13 +147,19 @@ def main() -> None:
         default=ReconstructOptions.refine_large_views,
         help="refine_large_views: above it the large-scene refinement settings (a huge value forces the small ones)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the geometry (cameras, point cloud); the refinement itself (OpenCV flow, Ceres) runs "
+        "on the CPU cores. Not cpu: records go to refine_<gpu>.jsonl",
+    )
     args = parser.parse_args()
     for views in args.views:
         try:
-            record = run(views, args.width, args.height, args.refine_points, args.seed, args.large_views)
+            record = run(views, args.width, args.height, args.refine_points, args.seed, args.large_views, args.device)
         except Exception as error:  # noqa: BLE001 - failures are recorded too
             record = {"bench": "refine", "commit": commit(), "views": views, "error": repr(error)}
-        append(RESULTS / "refine_cpu.jsonl", record)
+        append(RESULTS / f"refine_{'cpu' if args.device == 'cpu' else device_slug()}.jsonl", record)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@
 # held-out view: truth, then each run's render. Runs not started by START_DEADLINE seconds are recorded as skipped;
 # a run is stopped at DEADLINE seconds (both from the start of this script).
 #
-# Knobs (environment): DATA (.out/splat), WHL (.whl), RUNS, PARALLEL (4), STEPS (3000), STEPS_<scene>,
+# RUNS=auto: every dataset under DATA (each scene/variant with a transforms.json; SCENES="a b" keeps those scenes),
+# gt first, e.g. the oracle_noisy_x3/x6/x10 variants of `bench_splat.py prepare --levels 0.2,0.6,1.2,2`.
+# Knobs (environment): DATA (.out/splat), WHL (.whl), RUNS, SCENES, PARALLEL (4), STEPS (3000), STEPS_<scene>,
 #   EXTRA (more splatfacto flags for every run), START_DEADLINE (420), DEADLINE (540), JIT=1 (compile gsplat).
 #   For a dry run of the harness without a GPU: SKIP_SETUP=1 (no install), NS_TRAIN / SPLAT_EVAL (stand-in commands).
 # Writes to $OUT: splat.jsonl, splat_views.png, logs.tar.gz (train/eval logs, eval JSONs, renders),
@@ -32,6 +34,15 @@ EXTRA=${EXTRA:-}
 START_DEADLINE=${START_DEADLINE:-420}
 DEADLINE=${DEADLINE:-540}
 RUNS=${RUNS:-"room:gt room:oracle_clean room:oracle_noisy room:oracle_noisy:SO3xR3 room_hard:gt room_hard:oracle_clean room_hard:oracle_noisy room_hard:oracle_noisy:SO3xR3"}
+if [ "$RUNS" = auto ]; then
+  RUNS=$(python3 -c "
+import pathlib, sys
+root, keep = pathlib.Path(sys.argv[1]), sys.argv[2].split()
+for scene in sorted(p for p in root.iterdir() if p.is_dir() and (not keep or p.name in keep)):
+    names = sorted(v.name for v in scene.iterdir() if (v / 'transforms.json').is_file())
+    print(' '.join(f'{scene.name}:{n}' for n in sorted(names, key=lambda n: (n != 'gt', n))), end=' ')
+" "$DATA" "${SCENES:-}")
+fi
 NS_TRAIN=${NS_TRAIN:-ns-train}
 SPLAT_EVAL=${SPLAT_EVAL:-python3 benchmarks/splat_eval.py}
 WORK=${WORK:-/tmp/splat_work}

@@ -33,6 +33,7 @@ META_FIELDS = (
     "points",
     "process_seconds",
     "noise",
+    "level_deg",
     "commit",
 )
 EVAL_FIELDS = {"psnr": "psnr", "psnr_std": "psnr_std", "ssim": "ssim", "ssim_std": "ssim_std"}

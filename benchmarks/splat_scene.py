@@ -6,12 +6,16 @@ Gaussian splatting can fit it exactly), rendered by ray casting with supersampli
 axes, continuous pixel coordinates, world up = +z), so ``fast3r_ns.testing.OraclePredictor`` turns it into
 pointmaps.
 
-Two scenes (``make``):
+Three scenes (``make``):
   "room"       40 views of 256x192 on a loop around the objects, one camera (65 degree horizontal field of view);
                every 8th view (k % 8 == 4) is held out for evaluation.
   "room_hard"  72 views of 256x192 from scattered positions (radius 1.0-2.6 m, height 0.5-2.3 m, varied aims, in
                golden-angle order so neighbouring files are far apart), two cameras: odd views have a 1.4x
                focal length; every 9th view (k % 9 == 4, both cameras) is held out.
+  "room_natural" the same objects with non-repetitive fractal value-noise textures (no checkers, stripes or
+               grids), a little view-dependent shading (a Blinn-Phong highlight of the main light, so brightness
+               constancy is not exact), and a wider baseline: 30 views on a loop 12 degrees apart with the radius
+               (1.9-2.7 m) and height (0.8-1.9 m) varying more from view to view; every 6th view (k % 6 == 3) held out.
 
     PYTHONPATH=. python benchmarks/splat_scene.py room OUT_DIR   # writes OUT_DIR/images/*.png (a quick look)
 """
@@ -30,19 +34,22 @@ from fast3r_ns.testing.scene import Camera, Scene, look_at
 
 WIDTH, HEIGHT = 256, 192
 FOCAL = (WIDTH / 2) / np.tan(np.deg2rad(65.0) / 2)  # 65 degree horizontal field of view
-SCENES = ("room", "room_hard")
+SCENES = ("room", "room_hard", "room_natural")
 LIGHTS = (  # (direction towards the light, weight); |n . l| so every face gets some light
     (np.array([0.45, 0.3, 0.84]), 0.55),
     (np.array([-0.6, 0.7, 0.38]), 0.2),
 )
 AMBIENT = 0.3
+NOISE_OCTAVES = 6  # fractal value noise: octaves of halving period ...
+NOISE_PERSISTENCE = 0.8  # ... and amplitude times this (rougher than 0.5: fine detail for matching)
+NOISE_CONTRAST = 4.0  # the noise is stretched about 0.5 by this factor (then clipped to [0, 1])
 
 
 @dataclass(frozen=True)
 class Material:
     """A procedural albedo of world coordinates: two colours mixed by a pattern of the given period (metres)."""
 
-    pattern: str  # "checker", "stripes", "grid", "mosaic", "rings"
+    pattern: str  # "checker", "stripes", "grid", "mosaic", "rings", "noise"
     color_a: tuple[float, float, float]
     color_b: tuple[float, float, float]
     period: float
@@ -72,12 +79,38 @@ def albedo(material: Material, points: np.ndarray, salt: int = 0) -> np.ndarray:
         t = _hash01(cells, salt)
         tint = _hash01(cells, salt + 7)[:, None] * np.array([0.25, -0.15, 0.1])
         return np.clip(a * (1 - t[:, None]) + b * t[:, None] + tint, 0.0, 1.0)
+    elif material.pattern == "noise":
+        t = np.clip(0.5 + NOISE_CONTRAST * (fractal_noise(q, salt) - 0.5), 0.0, 1.0)
+        tint = (fractal_noise(q * 0.37 + 11.0, salt + 5) - 0.5)[:, None] * np.array([0.3, -0.2, 0.25])
+        return np.clip(a * (1 - t[:, None]) + b * t[:, None] + tint, 0.0, 1.0)
     elif material.pattern == "rings":
         others = [k for k in range(3) if k != material.axis]
         t = (np.floor(np.linalg.norm(q[:, others], axis=1) * 2) % 2).astype(np.float64)
     else:
         raise ValueError(f"unknown pattern {material.pattern}")
     return a * (1 - t[:, None]) + b * t[:, None]
+
+
+def fractal_noise(q: np.ndarray, salt: int) -> np.ndarray:
+    """Value noise [N] in [0, 1] of points [N, 3] (in units of the base period): NOISE_OCTAVES octaves of
+    trilinearly interpolated (smoothstep) hashed lattice values, each of half the period and NOISE_PERSISTENCE
+    times the amplitude of the last.
+    Solid (defined in 3-D, so it has no seams between faces) and not periodic."""
+    total, norm, amplitude = np.zeros(len(q)), 0.0, 1.0
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    for octave in range(NOISE_OCTAVES):
+        scaled = q * 2.0**octave
+        cells = np.floor(scaled).astype(np.int64)
+        f = scaled - cells
+        smooth = f * f * (3.0 - 2.0 * f)
+        value = np.zeros(len(q))
+        for corner in corners:
+            weight = np.prod(np.where(corner == 1, smooth, 1.0 - smooth), axis=1)
+            value += weight * _hash01(cells + corner, salt * 31 + octave)
+        total += amplitude * value
+        norm += amplitude
+        amplitude *= NOISE_PERSISTENCE
+    return total / norm
 
 
 def shade(normals: np.ndarray) -> np.ndarray:
@@ -88,9 +121,22 @@ def shade(normals: np.ndarray) -> np.ndarray:
     return light
 
 
+def highlight(normals: np.ndarray, points: np.ndarray, eye: np.ndarray, exponent: float = 12.0) -> np.ndarray:
+    """Blinn-Phong factor [N] in [0, 1] of the first light seen from ``eye``: (n . h)^exponent, h the half vector
+    between the light and the view direction (normals facing the viewer; depends on the view)."""
+    light = LIGHTS[0][0] / np.linalg.norm(LIGHTS[0][0])
+    view = eye - points
+    view /= np.linalg.norm(view, axis=1, keepdims=True)
+    facing = np.where((normals * view).sum(axis=1, keepdims=True) < 0, -normals, normals)
+    half = light + view
+    half /= np.linalg.norm(half, axis=1, keepdims=True)
+    return np.clip((facing * half).sum(axis=1), 0.0, 1.0) ** exponent
+
+
 @dataclass
 class TexturedScene(Scene):
-    """``Scene`` plus axis-aligned boxes, one ``Material`` per object and Lambertian shading.
+    """``Scene`` plus axis-aligned boxes, one ``Material`` per object, Lambertian shading and (``specular`` > 0) a
+    view-dependent highlight of that weight.
 
     Object ids: spheres 0..S-1, walls S..S+5 (S + 2 * axis + (hit the max side)), boxes S+6..S+5+B.
     """
@@ -99,6 +145,7 @@ class TexturedScene(Scene):
     box_max: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # [B, 3]
     materials: list[Material] = field(default_factory=list)  # S + 6 + B
     split: list[str] = field(default_factory=list)  # per camera "train" or "eval"
+    specular: float = 0.0  # weight of the Blinn-Phong highlight (0: Lambertian only, view-independent)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,8 +185,9 @@ class TexturedScene(Scene):
             out[mine, face % 3] = np.where(face < 3, -1.0, 1.0)
         return out
 
-    def texture(self, points: np.ndarray, obj: np.ndarray) -> np.ndarray:
-        """Shaded colours [N, 3] in [0, 1]: albedo of each object's material times Lambertian shading."""
+    def texture(self, points: np.ndarray, obj: np.ndarray, eye: np.ndarray | None = None) -> np.ndarray:
+        """Shaded colours [N, 3] in [0, 1]: albedo of each object's material times Lambertian shading, plus the
+        highlight seen from ``eye`` (world camera centre) when ``specular`` > 0."""
         normals = self.normals(points, obj)
         # Off the surface by a hair, so patterns of a plane lying on a cell boundary (the floor at z = 0) do not
         # flicker with rounding.
@@ -148,7 +196,10 @@ class TexturedScene(Scene):
         for index in np.unique(obj):
             mine = obj == index
             colors[mine] = albedo(self.materials[index], lifted[mine], salt=int(index))
-        return np.clip(colors * shade(normals)[:, None], 0.0, 1.0)
+        shaded = colors * shade(normals)[:, None]
+        if self.specular > 0 and eye is not None:
+            shaded += self.specular * highlight(normals, points, np.asarray(eye, dtype=np.float64))[:, None]
+        return np.clip(shaded, 0.0, 1.0)
 
     def render_rgb(self, view: int, supersample: int = 2) -> np.ndarray:
         """[H, W, 3] uint8 image of camera ``view``, the mean of supersample^2 rays per pixel (antialiased)."""
@@ -159,7 +210,7 @@ class TexturedScene(Scene):
         for dy in offsets:
             for dx in offsets:
                 _, world, obj = self.cast_pixels(view, centers + np.array([dx, dy]))
-                total += self.texture(world.reshape(-1, 3), obj.reshape(-1))
+                total += self.texture(world.reshape(-1, 3), obj.reshape(-1), camera.cam_to_world[:3, 3])
         image = total / supersample**2
         return np.round(image * 255.0).astype(np.uint8).reshape(camera.height, camera.width, 3)
 
@@ -190,6 +241,7 @@ class TexturedScene(Scene):
             box_max=self.box_max,
             materials=self.materials,
             split=[self.split[i] for i in order],
+            specular=self.specular,
         )
 
     def write_images(self, directory: str | Path, supersample: int = 2) -> list[Path]:  # type: ignore[override]
@@ -210,6 +262,22 @@ class TexturedScene(Scene):
         if np.any(np.linalg.norm(self.sphere_centers - point, axis=1) < self.sphere_radii + margin):
             return True
         return bool(np.any(np.all((point > self.box_min - margin) & (point < self.box_max + margin), axis=1)))
+
+
+NATURAL_MATERIALS = [  # room_natural: fractal value noise everywhere (base periods 0.05-0.32 m)
+    Material("noise", (0.55, 0.25, 0.12), (0.95, 0.8, 0.45), 0.105),  # spheres
+    Material("noise", (0.1, 0.3, 0.55), (0.75, 0.85, 0.9), 0.087),
+    Material("noise", (0.15, 0.4, 0.1), (0.7, 0.8, 0.35), 0.052),
+    Material("noise", (0.6, 0.5, 0.4), (0.95, 0.92, 0.85), 0.315),  # walls: x min, x max
+    Material("noise", (0.35, 0.45, 0.55), (0.9, 0.9, 0.8), 0.245),
+    Material("noise", (0.5, 0.55, 0.35), (0.92, 0.9, 0.75), 0.28),  # y min, y max
+    Material("noise", (0.55, 0.4, 0.5), (0.95, 0.85, 0.85), 0.21),
+    Material("noise", (0.3, 0.27, 0.22), (0.8, 0.75, 0.65), 0.14),  # floor (gravel-like), ceiling
+    Material("noise", (0.7, 0.7, 0.72), (0.95, 0.95, 0.95), 0.315),
+    Material("noise", (0.45, 0.22, 0.08), (0.85, 0.6, 0.3), 0.07),  # boxes (wood-like), stone, moss
+    Material("noise", (0.3, 0.32, 0.35), (0.75, 0.75, 0.7), 0.087),
+    Material("noise", (0.25, 0.35, 0.05), (0.8, 0.75, 0.2), 0.063),
+]
 
 
 def _objects() -> TexturedScene:
@@ -248,7 +316,7 @@ def _camera(center: np.ndarray, target: np.ndarray, focal: float) -> Camera:
 
 
 def make(name: str) -> TexturedScene:
-    """The benchmark scene ``name`` ("room" or "room_hard"), cameras in trajectory order with their split."""
+    """The benchmark scene ``name`` (``SCENES``), cameras in trajectory order with their split."""
     scene = _objects()
     if name == "room":
         views = 40
@@ -259,6 +327,16 @@ def make(name: str) -> TexturedScene:
             target = np.array([0.25 * np.cos(5 * angle), 0.25 * np.sin(4 * angle), 0.5])
             scene.cameras.append(_camera(center, target, FOCAL))
             scene.split.append("eval" if k % 8 == 4 else "train")
+    elif name == "room_natural":
+        scene.materials, scene.specular = list(NATURAL_MATERIALS), 0.15
+        views = 30
+        for k in range(views):
+            angle = 2 * np.pi * k / views
+            radius = 2.3 + 0.4 * np.sin(5 * angle + 1.2)
+            center = np.array([radius * np.cos(angle), radius * np.sin(angle), 1.35 + 0.55 * np.sin(3 * angle + 0.4)])
+            target = np.array([0.3 * np.cos(4 * angle), 0.3 * np.sin(3 * angle), 0.5])
+            scene.cameras.append(_camera(center, target, FOCAL))
+            scene.split.append("eval" if k % 6 == 3 else "train")
     elif name == "room_hard":
         views = 72
         rng = np.random.default_rng(2024)

@@ -32,6 +32,8 @@ class OraclePredictor:
     View-level errors (one draw per view, from a generator of its own so the per-pixel draws above are unchanged):
       local_focal_noise: relative std of the local pointmap's field of view (its x, y are divided by 1 + e, so a
         focal estimated from it is off by the factor 1 + e).
+      local_focal_bias: a field-of-view error shared by every view (the factor becomes (1 + bias)(1 + e)): a
+        systematic focal error of the local head, which averaging over views does not remove.
       local_rotation_noise_deg, local_translation_noise: std of a rotation (degrees, about a random axis through
         the camera) and of a translation (relative to the view's median depth) of the local pointmap: the local
         and global heads disagree about the camera, so the pose solved between them is off.
@@ -61,6 +63,7 @@ class OraclePredictor:
         normalize: bool = True,
         seed: int = 0,
         local_focal_noise: float = 0.0,
+        local_focal_bias: float = 0.0,
         local_rotation_noise_deg: float = 0.0,
         local_translation_noise: float = 0.0,
         global_rotation_noise_deg: float = 0.0,
@@ -80,6 +83,7 @@ class OraclePredictor:
         self.normalize = normalize
         self.seed = seed
         self.local_focal_noise = local_focal_noise
+        self.local_focal_bias = local_focal_bias
         self.local_rotation_noise_deg = local_rotation_noise_deg
         self.local_translation_noise = local_translation_noise
         self.global_rotation_noise_deg = global_rotation_noise_deg
@@ -130,7 +134,7 @@ class OraclePredictor:
             return out
 
         return {
-            "focal_factor": np.array(1.0 + self.local_focal_noise * draws[0]),
+            "focal_factor": np.array((1.0 + self.local_focal_bias) * (1.0 + self.local_focal_noise * draws[0])),
             "local": similarity(
                 self.local_rotation_noise_deg * draws[1:4], self.local_translation_noise * depth * draws[4:7], 1.0
             ),

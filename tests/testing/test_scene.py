@@ -5,7 +5,7 @@ import pytest
 
 from fast3r_ns.io import load_images
 from fast3r_ns.testing import OraclePredictor, Scene, make_scene
-from fast3r_ns.testing.metrics import camera_errors
+from fast3r_ns.testing.metrics import camera_errors, rotation_angle_deg
 
 
 def test_ray_casting_hits_sphere_and_walls_exactly() -> None:
@@ -81,3 +81,38 @@ def test_camera_errors_are_invariant_to_a_similarity() -> None:
     assert errors["rotation_err_deg"].max() < 1e-6 and errors["translation_err_rel"].max() < 1e-9
     moved[2, :3, 3] += 0.1
     assert camera_errors(moved, truth, scene.size)["translation_err_rel"][2] > 1e-3
+
+
+def _local_and_global(oracle: OraclePredictor) -> list[tuple[np.ndarray, np.ndarray]]:
+    views = [np.zeros((1, 3, 60, 80))] * len(oracle.scene.cameras)
+    return [(o["pts3d_local"][0].double().numpy(), o["pts3d_in_other_view"][0].double().numpy()) for o in oracle(views)]
+
+
+def test_oracle_local_focal_bias_and_noise_scale_the_local_field_of_view() -> None:
+    scene = make_scene(3, image_size=(80, 60))
+    exact = _local_and_global(OraclePredictor(scene, normalize=False))
+    biased = OraclePredictor(scene, normalize=False, local_focal_bias=0.1, local_focal_noise=0.05, seed=3)
+    for view, ((local, glob), (true_local, true_glob)) in enumerate(zip(_local_and_global(biased), exact)):
+        # x/z of every local point shrinks by one factor per view: (1 + bias)(1 + noise draw), as view_errors says
+        ratio = (true_local[..., :2] / true_local[..., 2:]) / (local[..., :2] / local[..., 2:])
+        factor = float(biased.view_errors(view, 1.0)["focal_factor"])
+        np.testing.assert_allclose(ratio[np.abs(true_local[..., :2]) > 1e-3], factor, rtol=1e-5)
+        assert factor != pytest.approx(1.1) and factor == pytest.approx(1.1, abs=0.2)
+        np.testing.assert_allclose(glob, true_glob, rtol=1e-5, atol=1e-6)  # the global head is untouched
+    bias_only = OraclePredictor(scene, normalize=False, local_focal_bias=0.1, seed=3)
+    assert [float(bias_only.view_errors(v, 1.0)["focal_factor"]) for v in range(3)] == pytest.approx([1.1] * 3)
+
+
+def test_oracle_local_global_disagreement_rotates_the_local_pointmap() -> None:
+    scene = make_scene(3, image_size=(80, 60))
+    exact = _local_and_global(OraclePredictor(scene, normalize=False))
+    oracle = OraclePredictor(scene, normalize=False, local_rotation_noise_deg=1.0, seed=5)
+    angles = []
+    for (local, glob), (true_local, true_glob) in zip(_local_and_global(oracle), exact):
+        a, b = true_local.reshape(-1, 3), local.reshape(-1, 3)
+        u, _, vt = np.linalg.svd((b - b.mean(0)).T @ (a - a.mean(0)))  # Kabsch: b ~ R a + t
+        rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        assert np.abs(b - a @ rotation.T).max() < 1e-5  # a rotation about the camera, exactly
+        angles.append(float(rotation_angle_deg(rotation)))
+        np.testing.assert_allclose(glob, true_glob, rtol=1e-5, atol=1e-6)
+    assert 0.05 < np.mean(angles) < 3.0 and len(set(np.round(angles, 6))) == 3  # one draw of ~1 degree per view
