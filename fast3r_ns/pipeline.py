@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -113,6 +113,17 @@ class ReconstructOptions:
     refine_flow_min_observations: int = 40
     """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
     three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
+    refine_flow_rounds: int = 3
+    """"flow": most rounds of flow + bundle adjustment; each round after the first predicts the flow from the
+    cameras of the previous one. Default is 3."""
+    refine_flow_tolerance_deg: float = 0.02
+    """"flow": the rounds stop when in the last one no camera turned more than this (degrees, after removing a
+    common rotation) and no focal changed more than ``refine_flow_tolerance_focal``. Default is 0.02."""
+    refine_flow_tolerance_focal: float = 0.001
+    """"flow": relative focal change below which the rounds may stop (see above). Default is 0.001."""
+    refine_flow_depth: bool = True
+    """"flow": the first round, too, predicts the flow from each view's local depth and its camera instead of its
+    global pointmap. Default is True."""
     refine_focal: Literal["grouped", "per-view", "fixed"] = "grouped"
     """Focal lengths in the bundle adjustment: "grouped" shares one focal among images of the same size whose
     focal estimates agree within ``refine_focal_tolerance`` (one camera; with focal_mode "shared"/"official"
@@ -236,6 +247,7 @@ def reconstruct_from_predictions(
         tracks=points["tracks"],
         distortion=None if refined is None else refined.distortion,
         refine_stats=refined.stats if refined is not None else {},
+        refine_unfixed=refined.unfixed if refined is not None else {},
     )
 
 
@@ -429,6 +441,7 @@ class _Refined:
     original_pixel: np.ndarray  # [O, 2] the observations in original-image pixels
     stats: dict[str, float]
     distortion: np.ndarray | None = None  # [V] refined radial k1 (None when not refined)
+    unfixed: dict[int, str] = field(default_factory=dict)  # view -> why the refinement could not fix it
 
 
 def _refine(
@@ -438,37 +451,73 @@ def _refine(
     options: ReconstructOptions,
     progress: Progress | None,
 ) -> _Refined:
-    """Tracks (flow or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``)."""
-    from .refine import BundleOptions, bundle_adjust, reprojection_errors
+    """Tracks (flow or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``).
+    With flow tracks: pointmap tracks first, then rounds of flow predicted from the current cameras + adjustment
+    until the cameras stop moving (``refine_flow_rounds``, ``refine_flow_tolerance_deg``)."""
+    from .refine_rounds import focal_changes, rotation_changes
 
     options = resolve_refine_options(options, len(images))
+    initial_intrinsics, initial_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
     start = time.perf_counter()
-    first_stage: dict[str, float] = {}
-    if options.refine_tracks == "flow":
-        # Pointmap tracks first: flow predictions from better cameras, and a fallback pose for weak views.
-        pointmap_result = _refine(images, predictions, cameras, replace(options, refine_tracks="pointmaps"), progress)
-        first_stage = pointmap_result.stats
+    result = _adjust(images, cameras, _pointmap_tracks(predictions, cameras, options), options, None, start)
+    if options.refine_tracks == "pointmaps":
+        return result
+    if options.refine_tracks != "flow":
+        raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
+    first_stage = {f"pointmaps_{key}": value for key, value in result.stats.items() if key.endswith("seconds")}
+    fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
+    rounds: list[dict[str, float]] = []
+    unfixed: dict[int, str] = {}
+    for index in range(max(1, options.refine_flow_rounds)):
         start = time.perf_counter()
-    if progress:
-        progress(f"refine: {options.refine_tracks} tracks over {len(images)} views")
-    held = np.zeros(len(images), dtype=bool)
-    if options.refine_tracks == "flow":
-        tracks = _flow_tracks(images, predictions, cameras, options)
+        if progress:
+            progress(f"refine: flow round {index + 1} over {len(images)} views")
+        prior_intrinsics, prior_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
+        tracks = _flow_tracks(images, predictions, cameras, options, from_depth=index > 0 or options.refine_flow_depth)
         multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
         counts = np.bincount(tracks.view[multi_view], minlength=len(images))
         held = counts < options.refine_flow_min_observations
-        if held.all():  # e.g. textureless images: the pointmap stage is the result
-            return pointmap_result
-    elif options.refine_tracks == "pointmaps":
-        tracks = _pointmap_tracks(predictions, cameras, options)
-    else:
-        raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
+        if held.all():  # e.g. textureless images: the previous stage is the result
+            break
+        unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
+        cameras.cam_to_world[held] = fallback[held]
+        result = _adjust(images, cameras, tracks, options, held, start)
+        turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
+        zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
+        rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
+        if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
+            break
+    result.unfixed = unfixed
+    turned = rotation_changes(initial_cam_to_world, cameras.cam_to_world)
+    zoomed = focal_changes(initial_intrinsics, cameras.intrinsics)
+    result.stats |= first_stage | {
+        "flow_rounds": float(len(rounds)),
+        **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
+        "rotation_change_deg_median": float(np.nanmedian(turned)),
+        "rotation_change_deg_max": float(np.nanmax(turned)),
+        "focal_change_median": float(np.median(zoomed)),
+        "focal_change_max": float(zoomed.max()),
+    }
+    return result
+
+
+def _adjust(
+    images: Sequence[PreparedImage],
+    cameras: _Cameras,
+    tracks: Tracks,
+    options: ReconstructOptions,
+    held: np.ndarray | None,
+    start: float,
+) -> _Refined:
+    """Bundle adjustment of ``cameras`` (in place) on ``tracks``; ``held`` views keep their pose."""
+    from .refine import BundleOptions, bundle_adjust, reprojection_errors
+
     original = _to_original(images, tracks)
     track_seconds = time.perf_counter() - start
-    if progress:
-        progress(f"refine: bundle adjustment of {tracks.num_tracks} tracks ({len(tracks.view)} observations)")
     sizes = np.array([image.original_size for image in images])
-    free_points = options.refine_points if options.refine_points is not None else options.refine_tracks != "pointmaps"
+    pointmap_tracks = held is None
+    free_points = options.refine_points if options.refine_points is not None else not pointmap_tracks
+    held = np.zeros(len(images), dtype=bool) if held is None else held
     bundle_options = BundleOptions(
         refine_focal=options.refine_focal != "fixed",
         refine_principal_point=options.refine_principal_point,
@@ -515,7 +564,6 @@ def _refine(
         "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
         "mean_track_length": float(np.diff(tracks.offsets).mean()) if tracks.num_tracks else 0.0,
         "held_views": float(held.sum()),
-        **{f"pointmaps_{key}": value for key, value in first_stage.items() if key.endswith("seconds")},
     }
     return _Refined(kept, original[ok], stats, distortion)
 
@@ -539,11 +587,17 @@ def resolve_refine_options(options: ReconstructOptions, views: int) -> Reconstru
 
 
 def _flow_tracks(
-    images: Sequence[PreparedImage], predictions: Sequence[Output], cameras: _Cameras, options: ReconstructOptions
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: _Cameras,
+    options: ReconstructOptions,
+    from_depth: bool = False,
 ) -> Tracks:
     """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
-    (``geometry.flow``)."""
+    (``geometry.flow``), predicted from the global pointmaps or (``from_depth``) from each view's local depth
+    back-projected with its current camera (``refine_rounds.depth_pointmap``)."""
     from .geometry.flow import FlowOptions, flow_tracks, grey_image
+    from .refine_rounds import depth_pointmap
 
     network = np.stack(
         [
@@ -551,9 +605,22 @@ def _flow_tracks(
             for camera, image in zip(cameras.intrinsics, images)
         ]
     )
+    pointmaps = [_first(p["pts3d_in_other_view"]) for p in predictions]
+    if from_depth:
+        pointmaps = [
+            torch.from_numpy(
+                depth_pointmap(
+                    _first(p["pts3d_local"]).float().cpu().numpy(),
+                    world.float().cpu().numpy(),
+                    intrinsics,
+                    cam_to_world,
+                )
+            )
+            for p, world, intrinsics, cam_to_world in zip(predictions, pointmaps, network, cameras.cam_to_world)
+        ]
     tracks = flow_tracks(
         [grey_image(image.tensor) for image in images],
-        [_first(p["pts3d_in_other_view"]) for p in predictions],
+        pointmaps,
         [_first(p["conf"]) for p in predictions],
         network,
         cameras.cam_to_world,
