@@ -79,7 +79,8 @@ NOISY = {
 # local/global disagreement, 5 % outliers and 4 % depth noise.
 LEVELS = {
     "1x": NOISY,
-    "3x": NOISY | {"view_rotation_deg": 0.6, "view_translation_rel": 0.009, "depth_warp": 0.06, "local_focal_noise": 0.05},
+    "3x": NOISY
+    | {"view_rotation_deg": 0.6, "view_translation_rel": 0.009, "depth_warp": 0.06, "local_focal_noise": 0.05},
     "6x": NOISY
     | {
         "view_rotation_deg": 1.2,
@@ -482,12 +483,12 @@ def poses(args: argparse.Namespace) -> None:
                 }
                 if not args.dry:
                     append(out, record)
+                b, a = error_before, error_after
                 console.print(
-                    f"{name} {level} seed {seed} {args.label}: rotation max/median {error_before['rotation_err_deg']:.3f}"
-                    f"/{error_before['rotation_err_deg_median']:.3f} -> {error_after['rotation_err_deg']:.3f}/"
-                    f"{error_after['rotation_err_deg_median']:.3f} deg, focal {error_before['focal_err_rel']:.4f} -> "
-                    f"{error_after['focal_err_rel']:.4f}, untrusted {error_after['untrusted_views']}, "
-                    f"{record['seconds']:.1f} s",
+                    f"{name} {level} seed {seed} {args.label}: rotation max/median {b['rotation_err_deg']:.3f}/"
+                    f"{b['rotation_err_deg_median']:.3f} -> {a['rotation_err_deg']:.3f}/"
+                    f"{a['rotation_err_deg_median']:.3f} deg, focal {b['focal_err_rel']:.4f} -> {a['focal_err_rel']:.4f}, untrusted "
+                    f"{a['untrusted_views']}, {record['seconds']:.1f} s",
                     highlight=False,
                 )
 

@@ -459,11 +459,14 @@ def _refine(
     options = resolve_refine_options(options, len(images))
     initial_intrinsics, initial_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
     start = time.perf_counter()
-    result = _adjust(images, cameras, _pointmap_tracks(predictions, cameras, options), options, None, start)
-    if options.refine_tracks == "pointmaps":
-        return result
-    if options.refine_tracks != "flow":
+    if options.refine_tracks not in ("pointmaps", "flow"):
         raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
+    if progress:
+        progress(f"refine: pointmap tracks over {len(images)} views")
+    result = _adjust(images, cameras, _pointmap_tracks(predictions, cameras, options), options, None, start)
+    initial_error = result.stats["reprojection_err_px_before"]
+    if options.refine_tracks == "pointmaps":
+        return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
     first_stage = {f"pointmaps_{key}": value for key, value in result.stats.items() if key.endswith("seconds")}
     fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
     rounds: list[dict[str, float]] = []
@@ -488,15 +491,28 @@ def _refine(
         if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
             break
     result.unfixed = unfixed
-    turned = rotation_changes(initial_cam_to_world, cameras.cam_to_world)
-    zoomed = focal_changes(initial_intrinsics, cameras.intrinsics)
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
         **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
+    }
+    return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
+
+
+def _with_motion(
+    result: _Refined, intrinsics: np.ndarray, cam_to_world: np.ndarray, cameras: _Cameras, initial_error: float
+) -> _Refined:
+    """``result`` with how far the refinement moved the cameras from (intrinsics, cam_to_world) in its stats."""
+    from .refine_rounds import focal_changes, rotation_changes
+
+    turned = rotation_changes(cam_to_world, cameras.cam_to_world)
+    zoomed = focal_changes(intrinsics, cameras.intrinsics)
+    result.stats |= {
         "rotation_change_deg_median": float(np.nanmedian(turned)),
         "rotation_change_deg_max": float(np.nanmax(turned)),
         "focal_change_median": float(np.median(zoomed)),
         "focal_change_max": float(zoomed.max()),
+        "reprojection_err_px_initial": initial_error,
+        "unfixed_views": float(len(result.unfixed)),
     }
     return result
 
