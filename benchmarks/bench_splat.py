@@ -487,8 +487,8 @@ def poses(args: argparse.Namespace) -> None:
                 console.print(
                     f"{name} {level} seed {seed} {args.label}: rotation max/median {b['rotation_err_deg']:.3f}/"
                     f"{b['rotation_err_deg_median']:.3f} -> {a['rotation_err_deg']:.3f}/"
-                    f"{a['rotation_err_deg_median']:.3f} deg, focal {b['focal_err_rel']:.4f} -> {a['focal_err_rel']:.4f}, untrusted "
-                    f"{a['untrusted_views']}, {record['seconds']:.1f} s",
+                    f"{a['rotation_err_deg_median']:.3f} deg, focal {b['focal_err_rel']:.4f} -> "
+                    f"{a['focal_err_rel']:.4f}, untrusted {a['untrusted_views']}, {record['seconds']:.1f} s",
                     highlight=False,
                 )
 
