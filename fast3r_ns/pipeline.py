@@ -121,6 +121,10 @@ class ReconstructOptions:
     common rotation) and no focal changed more than ``refine_flow_tolerance_focal``. Default is 0.02."""
     refine_flow_tolerance_focal: float = 0.001
     """"flow": relative focal change below which the rounds may stop (see above). Default is 0.001."""
+    refine_flow_filter_spread: float = 5.0
+    """"flow": after the first solve of each adjustment, observations reprojecting farther than this many times the
+    median reprojection error (at least 0.2 px, at most ``refine_max_error``) are dropped and the robust loss
+    scale follows (``BundleOptions.adaptive_spread``; 0: the fixed ``refine_max_error`` only). Default is 5.0."""
     refine_flow_depth: bool = True
     """"flow": the first round, too, predicts the flow from each view's local depth and its camera instead of its
     global pointmap. Default is True."""
@@ -544,6 +548,7 @@ def _adjust(
         max_reprojection_error=options.refine_max_error,
         max_iterations=options.refine_iterations,
         num_threads=options.refine_threads,
+        **({} if pointmap_tracks else {"adaptive_spread": options.refine_flow_filter_spread, "rounds": 3}),
     )
     points = tracks.points[tracks.track]
     before = reprojection_errors(cameras.intrinsics, cameras.cam_to_world, points, tracks.view, original)
