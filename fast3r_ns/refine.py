@@ -197,10 +197,8 @@ def bundle_adjust(
         summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
         reports.append(summary.brief_report())
         if options.adaptive_spread > 0:
-            median = _median_reprojection_error(model)
-            threshold = float(
-                np.clip(options.adaptive_spread * median, options.min_reprojection_error, options.max_reprojection_error)
-            )
+            spread = options.adaptive_spread * _median_reprojection_error(model)
+            threshold = float(np.clip(spread, options.min_reprojection_error, options.max_reprojection_error))
             ba_options.ceres.loss_function_scale = min(options.loss_scale, threshold)
         thresholds.append(threshold)
         # Outliers leave after every round (after the last one too, so they are not in the result).
