@@ -121,6 +121,13 @@ class ReconstructOptions:
     common rotation) and no focal changed more than ``refine_flow_tolerance_focal``. Default is 0.02."""
     refine_flow_tolerance_focal: float = 0.001
     """"flow": relative focal change below which the rounds may stop (see above). Default is 0.001."""
+    refine_guard_deg: float = 1.0
+    """"flow": a view the refinement turned more than this (degrees) from the prediction on few (below
+    ``refine_flow_min_observations``) or inconsistent flow observations is flagged (pose_ok false, with a note, and
+    in ``Reconstruction.refine_unfixed``). Default is 1.0."""
+    refine_guard_focal: float = 0.25
+    """"flow": a view whose focal the refinement changed by more than this (relative) is flagged the same way.
+    Default is 0.25."""
     refine_flow_filter_spread: float = 5.0
     """"flow": after the first solve of each adjustment, observations reprojecting farther than this many times the
     median reprojection error (at least 0.2 px, at most ``refine_max_error``) are dropped and the robust loss
@@ -494,12 +501,52 @@ def _refine(
         rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
         if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
             break
-    result.unfixed = unfixed
+    result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, options, set(unfixed))
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
         **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
     }
     return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
+
+
+def _guard(
+    result: _Refined,
+    cameras: _Cameras,
+    intrinsics: np.ndarray,
+    cam_to_world: np.ndarray,
+    options: ReconstructOptions,
+    held: set[int],
+) -> dict[int, str]:
+    """Views the flow adjustment moved far from the prediction without support (``refine_rounds.unsupported_views``):
+    flagged (pose_ok false with a note). Held views rest on the pointmap stage, so only their focal counts."""
+    from .refine import reprojection_errors
+    from .refine_rounds import focal_changes, rotation_changes, unsupported_views, view_support
+
+    tracks = result.tracks
+    errors = reprojection_errors(
+        cameras.intrinsics,
+        cameras.cam_to_world,
+        tracks.points[tracks.track],
+        tracks.view,
+        result.original_pixel,
+        result.distortion,
+    )
+    count = len(cameras.cam_to_world)
+    observations, reprojection = view_support(tracks.view, np.diff(tracks.offsets)[tracks.track], errors, count)
+    turned = rotation_changes(cam_to_world, cameras.cam_to_world)
+    turned[list(held)] = 0.0
+    flagged = unsupported_views(
+        turned,
+        focal_changes(intrinsics, cameras.intrinsics),
+        observations,
+        reprojection,
+        options.refine_flow_min_observations,
+        options.refine_guard_deg,
+        options.refine_guard_focal,
+    )
+    for view, why in flagged.items():
+        cameras.notes[view] = f"{cameras.notes[view]}; {why}" if cameras.notes[view] else why
+    return flagged
 
 
 def _with_motion(

@@ -84,3 +84,28 @@ def view_support(
         if len(rows):
             reprojection[index] = float(np.median(error[rows]))
     return observations, reprojection
+
+
+def unsupported_views(
+    turned: np.ndarray,  # [V] degrees each camera turned from the prediction
+    zoomed: np.ndarray,  # [V] relative focal change from the prediction
+    observations: np.ndarray,  # [V] kept observations in tracks of three or more views
+    reprojection: np.ndarray,  # [V] median reprojection error per view (NaN: none)
+    min_observations: int,
+    max_turn_deg: float,
+    max_focal_change: float,
+) -> dict[int, str]:
+    """Views the adjustment moved far without support in the data -> why: a turn beyond ``max_turn_deg`` with few
+    observations (below ``min_observations``) or inconsistent ones (median error beyond 5x the views' median), or
+    a focal change beyond ``max_focal_change``."""
+    typical = float(np.nanmedian(reprojection)) if np.isfinite(reprojection).any() else np.inf
+    out: dict[int, str] = {}
+    for view in range(len(turned)):
+        weak = observations[view] < min_observations
+        inconsistent = not reprojection[view] <= 5.0 * typical  # NaN (no observation) counts
+        if turned[view] > max_turn_deg and (weak or inconsistent):
+            why = f"{int(observations[view])} observations" if weak else f"reprojection {reprojection[view]:.2f} px"
+            out[view] = f"refinement turned it {turned[view]:.1f} deg on {why}"
+        elif zoomed[view] > max_focal_change:
+            out[view] = f"refinement changed its focal by {zoomed[view]:.0%}"
+    return out

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from fast3r_ns.geometry.flow import correction_inliers
-from fast3r_ns.refine_rounds import depth_pointmap, focal_changes, rotation_changes, view_support
+from fast3r_ns.refine_rounds import (
+    depth_pointmap,
+    focal_changes,
+    rotation_changes,
+    unsupported_views,
+    view_support,
+)
 from fast3r_ns.testing import make_scene
 from fast3r_ns.testing.scene import Scene
 
@@ -73,3 +79,14 @@ def test_view_support_counts_multi_view_observations() -> None:
     assert observations.tolist() == [1, 3, 0, 0]
     np.testing.assert_allclose(reprojection[:3], [4.75, 0.3, 1.0])
     assert np.isnan(reprojection[3])
+
+
+def test_unsupported_views_are_large_moves_on_weak_or_inconsistent_data() -> None:
+    turned = np.array([0.4, 3.0, 3.0, 3.0, 0.2])
+    zoomed = np.array([0.01, 0.02, 0.02, 0.02, 0.40])
+    observations = np.array([900, 900, 12, 900, 900])
+    reprojection = np.array([0.1, 0.12, 0.1, 0.9, 0.1])
+    notes = unsupported_views(turned, zoomed, observations, reprojection, 40, 1.0, 0.25)
+    # 1 turned far but on plenty of consistent observations: a real correction, kept.
+    assert sorted(notes) == [2, 3, 4]
+    assert "12 observations" in notes[2] and "0.90 px" in notes[3] and "40%" in notes[4]
