@@ -113,9 +113,10 @@ class ReconstructOptions:
     refine_flow_min_observations: int = 40
     """"flow": the cameras are first refined on pointmap tracks; a view with fewer flow observations in tracks of
     three or more views keeps that camera's pose in the flow adjustment. Default is 40."""
-    refine_flow_rounds: int = 3
+    refine_flow_rounds: int | None = None
     """"flow": most rounds of flow + bundle adjustment; each round after the first predicts the flow from the
-    cameras of the previous one. Default is 3."""
+    cameras of the previous one. None: 3, 1 above ``refine_large_views`` (not measured there yet). Default is
+    None."""
     refine_flow_tolerance_deg: float = 0.02
     """"flow": the rounds stop when in the last one no camera turned more than this (degrees, after removing a
     common rotation) and no focal changed more than ``refine_flow_tolerance_focal``. Default is 0.02."""
@@ -128,13 +129,18 @@ class ReconstructOptions:
     refine_guard_focal: float = 0.25
     """"flow": a view whose focal the refinement changed by more than this (relative) is flagged the same way.
     Default is 0.25."""
-    refine_flow_filter_spread: float = 5.0
+    refine_flow_filter_spread: float | None = None
     """"flow": after the first solve of each adjustment, observations reprojecting farther than this many times the
     median reprojection error (at least 0.2 px, at most ``refine_max_error``) are dropped and the robust loss
-    scale follows (``BundleOptions.adaptive_spread``; 0: the fixed ``refine_max_error`` only). Default is 5.0."""
-    refine_flow_depth: bool = True
+    scale follows (``BundleOptions.adaptive_spread``; 0: the fixed ``refine_max_error`` only). None: 5, 0 above
+    ``refine_large_views``. Default is None."""
+    refine_flow_gate_spread: float | None = None
+    """"flow": adaptive correction gate of the flow matches (``FlowOptions.correction_spread``; 0: the fixed
+    ``FlowOptions.max_correction`` of 6 network px of the large-scene measurements). None: 3, 0 above
+    ``refine_large_views``. Default is None."""
+    refine_flow_depth: bool | None = None
     """"flow": the first round, too, predicts the flow from each view's local depth and its camera instead of its
-    global pointmap. Default is True."""
+    global pointmap. None: True, False above ``refine_large_views``. Default is None."""
     refine_focal: Literal["grouped", "per-view", "fixed"] = "grouped"
     """Focal lengths in the bundle adjustment: "grouped" shares one focal among images of the same size whose
     focal estimates agree within ``refine_focal_tolerance`` (one camera; with focal_mode "shared"/"official"
@@ -585,6 +591,7 @@ def _adjust(
     pointmap_tracks = held is None
     free_points = options.refine_points if options.refine_points is not None else not pointmap_tracks
     held = np.zeros(len(images), dtype=bool) if held is None else held
+    adaptive_spread = 0.0 if pointmap_tracks else options.refine_flow_filter_spread
     bundle_options = BundleOptions(
         refine_focal=options.refine_focal != "fixed",
         refine_principal_point=options.refine_principal_point,
@@ -595,7 +602,7 @@ def _adjust(
         max_reprojection_error=options.refine_max_error,
         max_iterations=options.refine_iterations,
         num_threads=options.refine_threads,
-        **({} if pointmap_tracks else {"adaptive_spread": options.refine_flow_filter_spread, "rounds": 3}),
+        **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
     )
     points = tracks.points[tracks.track]
     before = reprojection_errors(cameras.intrinsics, cameras.cam_to_world, points, tracks.view, original)
@@ -644,6 +651,12 @@ REFINE_AUTO_VALUES = {
     "refine_flow_pair_matches": (1024, 256),
     "refine_samples": (2048, 1024),
     "refine_iterations": (50, 25),
+    # Issue #17 (flow rounds from local depth, adaptive gates): measured up to 300 views; larger scenes keep the
+    # one-round method of the 1000-view measurements until measured.
+    "refine_flow_rounds": (3, 1),
+    "refine_flow_depth": (True, False),
+    "refine_flow_filter_spread": (5.0, 0.0),
+    "refine_flow_gate_spread": (3.0, 0.0),
 }
 
 
@@ -697,6 +710,8 @@ def _flow_tracks(
             preset=options.refine_flow_preset,
             stride=options.refine_flow_stride,
             max_pair_matches=options.refine_flow_pair_matches,
+            correction_spread=options.refine_flow_gate_spread,
+            max_correction=64.0 if options.refine_flow_gate_spread else 6.0,
         ),
         options.conf_percentile,
         options.min_confidence,
