@@ -91,6 +91,12 @@ def test_process_writes_refined_cameras_and_colmap_tracks(tmp_path) -> None:
     lengths = [point.track.length() for point in model.points3D.values()]
     assert sum(length >= 2 for length in lengths) == rec.tracks.num_tracks
     assert model.compute_mean_reprojection_error() < 2.0
+    # The summary says how far the refinement moved the cameras (its own stats).
+    stats = rec.refine_stats
+    line = next(line for line in result.summary if line.startswith("Refinement moved the cameras"))
+    assert f"(max {stats['rotation_change_deg_max']:.2f})" in line
+    assert f"{stats['reprojection_err_px_initial']:.2f} -> {stats['reprojection_err_px_after']:.2f} px" in line
+    assert stats["rotation_change_deg_max"] > 0.5 > stats["reprojection_err_px_after"]
 
 
 def test_refined_distortion_is_written_with_the_cameras(tmp_path) -> None:
