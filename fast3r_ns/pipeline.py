@@ -488,6 +488,7 @@ def _refine(
     fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
     rounds: list[dict[str, float]] = []
     unfixed: dict[int, str] = {}
+    reverted = 0
     for index in range(max(1, options.refine_flow_rounds)):
         start = time.perf_counter()
         if progress:
@@ -499,17 +500,25 @@ def _refine(
         held = counts < options.refine_flow_min_observations
         if held.all():  # e.g. textureless images: the previous stage is the result
             break
+        previous = (result, unfixed)
         unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
         cameras.cam_to_world[held] = fallback[held]
         result = _adjust(images, cameras, tracks, options, held, start)
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
         rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
+        if index > 0 and np.nanmax(turned) > rounds[-2]["max_rotation_change_deg"]:
+            # Moving more than the round before: diverging (a view drifting on its own predictions); keep the last.
+            cameras.intrinsics, cameras.cam_to_world = prior_intrinsics, prior_cam_to_world
+            result, unfixed = previous
+            reverted = index + 1
+            break
         if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
             break
     result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, options, set(unfixed))
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
+        "flow_round_reverted": float(reverted),
         **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
     }
     return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
