@@ -4,7 +4,8 @@ COLMAP's bundle adjuster (and pycolmap's) aborts on a point seen by one image. T
 correspondences the pointmaps already give: grid pixels of neighbouring views whose predicted global points
 coincide, moved to sub-pixel positions (``geometry.tracks``, two passes of smaller windows). Each track is then triangulated with the recovered
 cameras (rays weighted like pixel errors, a weak pull towards the pointmaps' position along poorly constrained
-directions), and observations reprojecting farther than ``max_error`` pixels are dropped.
+directions), and observations reprojecting farther than ``max_error`` pixels are dropped (or, in a view whose unrefined camera
+is off, farther than 3x that view's median error).
 Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV axes, camera-to-world poses).
 """
 
@@ -51,7 +52,7 @@ def pointmap_model_tracks(
     for _ in range(2):  # triangulate, drop what reprojects badly, triangulate the rest again
         tracks.points = triangulate(intrinsics, cam_to_world, tracks.track, tracks.view, original, tracks.points)
         error = reprojection_errors(intrinsics, cam_to_world, tracks.points[tracks.track], tracks.view, original)
-        keep = _with_length(tracks, error <= max_error)
+        keep = _with_length(tracks, error <= _view_limits(error, tracks.view, len(images), max_error)[tracks.view])
         tracks, original = tracks.select(keep), original[keep]
     return tracks, original
 
@@ -107,3 +108,17 @@ def _with_length(tracks: Tracks, keep: np.ndarray, min_length: int = 2) -> np.nd
     track = tracks.track
     length = np.bincount(track[keep], minlength=tracks.num_tracks)
     return keep & (length >= min_length)[track]
+
+
+def _view_limits(error: np.ndarray, view: np.ndarray, count: int, max_error: float, factor: float = 3.0) -> np.ndarray:
+    """[V] largest error kept per view: ``max_error``, or ``factor`` x the view's median error where its camera is
+    off (unrefined cameras: the tracks stay, their errors show; a bundle adjuster can then fix them)."""
+    finite = np.isfinite(error)
+    limits = np.full(count, float(max_error))
+    order = np.argsort(view[finite], kind="stable")
+    values, views = error[finite][order], view[finite][order]
+    bounds = np.searchsorted(views, np.arange(count + 1))
+    for index in range(count):
+        if bounds[index + 1] > bounds[index]:
+            limits[index] = max(max_error, factor * float(np.median(values[bounds[index] : bounds[index + 1]])))
+    return limits

@@ -27,6 +27,7 @@ from .io.colmap import write_colmap_model
 from .io.images import IMAGE_SUFFIXES, ImageLoadError, open_rgb
 from .io.output import atomic_output_dir, check_output_dir
 from .io.ply import write_ply
+from .io.readers import write_reader_files
 from .io.transforms import nerfstudio_points, shares_one_camera, transforms_dict, write_transforms
 from .io.video import VIDEO_SUFFIXES, extract_frames
 from .model.loading import DEFAULT_REPO
@@ -50,8 +51,8 @@ class ProcessConfig:
     data: Path
     """Folder of images (searched recursively, hidden files skipped) or a video file."""
     output_dir: Path
-    """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/); it appears only
-    once complete, and must not exist unless --overwrite."""
+    """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/ with a sparse/0
+    link, init.ply); it appears only once complete, and must not exist unless --overwrite."""
     eval_data: Path | None = None
     """Optional folder of images or video of evaluation views, reconstructed together with --data and written as
     frame_eval_XXXXX (the others as frame_train_XXXXX) for nerfstudio's filename split."""
@@ -83,6 +84,10 @@ class ProcessConfig:
     refine_distortion: bool = False
     """With --refine: also refine one radial distortion coefficient (k1) per camera, written to transforms.json
     and the COLMAP model; for lenses with visible distortion."""
+    colmap_tracks: bool = True
+    """Without --refine: give the COLMAP model multi-view tracks (pixels of neighbouring images whose predicted
+    points agree, triangulated), so that COLMAP's bundle adjuster accepts it; --no-colmap-tracks writes cameras
+    and images only (saves a few seconds per 100 images). The dense cloud is in sparse_pc.ply either way."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
@@ -224,6 +229,7 @@ def process(
         write_transforms(staging / "transforms.json", content)
         write_ply(staging / PLY_NAME, nerfstudio_points(reconstruction.points), reconstruction.colors)
         write_colmap_model(staging / COLMAP_DIR, reconstruction, colmap_names)
+        write_reader_files(staging, reconstruction)  # sparse/0 for 3DGS and gsplat, init.ply for Brush
         shutil.rmtree(staging / ".video_frames", ignore_errors=True)
         progress.update(task, total=1, completed=1)
         timings["write model"] = time.perf_counter() - tic
@@ -431,6 +437,7 @@ def _reconstruct(
             "refine": config.refine,
             "refine_distortion": config.refine_distortion,
             "refine_tracks": config.refine_tracks,
+            "colmap_tracks": config.colmap_tracks,
         }
         options = ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
     else:
@@ -599,7 +606,12 @@ def _summary(
     if len(bad):
         names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
         lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
-    lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
+    tracks = reconstruction.tracks
+    multi_view = int(np.sum(np.diff(tracks.offsets) >= 2)) if tracks is not None else 0
+    lines.append(
+        f"Wrote {len(reconstruction.points):,} points to {PLY_NAME}, {multi_view:,} seen by 2+ images to "
+        f"{COLMAP_DIR.as_posix()} (also sparse/0)"
+    )
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
     from .chunked import summary_lines
