@@ -112,9 +112,10 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--bundle-adjust", action="store_true", help="also run pycolmap's bundle adjustment")
+    parser.add_argument("--oracle", nargs="+", choices=["clean", "noisy"], default=["clean", "noisy"])
     args = parser.parse_args()
     for views in args.views:
-        for noisy in (False, True):
+        for noisy in [kind == "noisy" for kind in args.oracle]:
             try:
                 record = run(views, args.width, args.height, noisy, args.seed, args.bundle_adjust)
             except Exception as error:  # noqa: BLE001 - failures are recorded too

@@ -623,4 +623,6 @@ def _summary(
     if report is not None:
         lines.append(f"Report: {report} (3-D preview: fast3r-ns view {output_dir})")
     lines.append(f"Next: ns-train splatfacto --data {output_dir}")
+    if reconstruction.distortion is not None:
+        lines.append(f"For 3DGS (PINHOLE cameras only): fast3r-ns undistort {output_dir}")
     return lines
