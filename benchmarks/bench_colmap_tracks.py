@@ -30,7 +30,10 @@ from fast3r_ns.io import PreparedImage
 from fast3r_ns.io.colmap import build_colmap_model
 from fast3r_ns.testing import OraclePredictor, make_scene
 
-BUNDLE_ADJUST = "import pycolmap, sys; m = pycolmap.Reconstruction(sys.argv[1]); pycolmap.bundle_adjustment(m); print(m.compute_mean_reprojection_error())"
+BUNDLE_ADJUST = (
+    "import pycolmap, sys; m = pycolmap.Reconstruction(sys.argv[1]); pycolmap.bundle_adjustment(m); "
+    "print(m.compute_mean_reprojection_error())"
+)
 
 
 def truth_spread(reconstruction, scene) -> np.ndarray:

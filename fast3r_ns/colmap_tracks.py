@@ -1,11 +1,11 @@
 """Multi-view tracks for the COLMAP model without ``--refine``, so that every written 3-D point has >= 2 images.
 
-COLMAP's bundle adjuster (and pycolmap's) aborts on a point seen by one image. The tracks come from the
+COLMAP's bundle adjuster (and pycolmap's) refuses a point seen by one image. The tracks come from the
 correspondences the pointmaps already give: grid pixels of neighbouring views whose predicted global points
-coincide, moved to sub-pixel positions (``geometry.tracks``, two passes of smaller windows). Each track is then triangulated with the recovered
-cameras (rays weighted like pixel errors, a weak pull towards the pointmaps' position along poorly constrained
-directions), and observations reprojecting farther than ``max_error`` pixels are dropped (or, in a view whose unrefined camera
-is off, farther than 3x that view's median error).
+coincide, moved to sub-pixel positions (``geometry.tracks``, two passes of smaller windows). Each track is then
+triangulated with the recovered cameras (rays weighted like pixel errors, a weak pull towards the pointmaps'
+position along poorly constrained directions); observations reprojecting farther than ``max_error`` pixels (or,
+in a view whose unrefined camera is off, farther than 3x that view's median error) are dropped.
 Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV axes, camera-to-world poses).
 """
 

@@ -1,8 +1,9 @@
 """Readers other than nerfstudio's parsers open our dataset as written (issue 18).
 
 COLMAP: pycolmap reads the model and its bundle adjuster runs on it (in a subprocess: on a point with one
-observation COLMAP's check fails, which aborts the process in builds that do not raise; see the control test). 3DGS, gsplat, OpenSplat and Brush are not on PyPI:
-their tests check the exact files and keys each reader's source requires (the source file is named in each test).
+observation COLMAP's check fails, which aborts the process in builds that do not raise; see the control test).
+3DGS, gsplat, OpenSplat and Brush are not on PyPI: their tests check the exact files and keys each reader's
+source requires (the source file is named in each test).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def test_gsplat_parser_finds_the_model(oracle):
     model = pycolmap.Reconstruction(os.path.join(out, "sparse/0/"))
     for image in model.images.values():
         assert all(obs.point3D_id in model.points3D for obs in image.get_observation_points2D())
-    full, half = sorted(p.name for p in (out / "images").iterdir()), sorted(p.name for p in (out / "images_2").iterdir())
+    full = sorted(p.name for p in (out / "images").iterdir())
+    half = sorted(p.name for p in (out / "images_2").iterdir())
     assert full == half == sorted(image.name for image in model.images.values())
 
 
