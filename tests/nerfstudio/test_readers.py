@@ -155,11 +155,17 @@ def test_opensplat_reads_transforms_with_per_frame_cameras(mixed):
     """pierotofy/OpenSplat, input_data.cpp: transforms.json at the root wins; nerfstudio.cpp from_json(Transforms):
     ``j.at("camera_model")`` (required at the top level), ``j.at("frames")``; ply_file_path must be non-empty and
     readable; each Frame needs file_path and transform_matrix and takes w, h, fl_x, fl_y, cx, cy from the frame
-    or the top level."""
+    or the top level. point_io.cpp fastPlyReadPointSet: "ply", the format line, then the element line; float x, y,
+    z first, then (binary) float32 xyz and uchar red, green, blue per vertex."""
     out, rec = mixed
     meta = json.loads((out / "transforms.json").read_text())
     assert meta["camera_model"] == "OPENCV" and "fl_x" not in meta  # per-frame intrinsics, key still at the top
     assert meta["ply_file_path"] and (out / meta["ply_file_path"]).is_file()
+    data = (out / meta["ply_file_path"]).read_bytes()
+    header = data[: data.index(b"end_header\n")].decode().splitlines()
+    assert header[:3] == ["ply", "format binary_little_endian 1.0", f"element vertex {len(rec.points)}"]
+    colors = [f"property uchar {c}" for c in ("red", "green", "blue")]
+    assert header[3:] == [f"property float {a}" for a in "xyz"] + colors
     for frame, size in zip(meta["frames"], rec.image_sizes):
         assert (out / frame["file_path"]).is_file() and np.asarray(frame["transform_matrix"]).shape == (4, 4)
         assert (frame["w"], frame["h"]) == tuple(size) and all(frame[k] > 0 for k in ("fl_x", "fl_y", "cx", "cy"))
