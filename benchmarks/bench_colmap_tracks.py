@@ -99,7 +99,7 @@ def run(views: int, width: int, height: int, noisy: bool, seed: int, bundle_adju
             if with_baseline
             else {}
         ),
-        "samples_per_view": min(1024, max(256, ReconstructOptions.colmap_track_budget // views)),
+        "samples_per_view": ReconstructOptions.colmap_track_samples,
         "write_model_seconds": write_seconds,
         "dense_points": len(result.points) - result.tracks.num_tracks,
         "model_points": model.num_points3D(),

@@ -160,11 +160,8 @@ class ReconstructOptions:
     neighbouring views whose predicted points agree, triangulated with the recovered cameras); their points join
     the cloud. Off, the COLMAP model holds cameras and images but no points. Default is True."""
     colmap_track_samples: int = 1024
-    """``colmap_tracks``: grid samples per view that may become track observations, at most; fewer above
-    ``colmap_track_budget`` samples in all (never below 256 per view). Default is 1024."""
-    colmap_track_budget: int = 300_000
-    """``colmap_tracks``: total grid samples over all views (1000 views: 300 each, which keeps the added time near
-    that of 300 views). Default is 300_000."""
+    """``colmap_tracks``: grid samples per view that may become track observations (300 at 1000 views took as long
+    and kept 30x fewer points: the sub-pixel step cannot bridge the wider grid). Default is 1024."""
 
 
 def reconstruct(
@@ -641,7 +638,7 @@ def _colmap_tracks(
         cameras.intrinsics,
         cameras.cam_to_world,
         np.array([note == "" for note in cameras.notes]),
-        samples_per_view=min(options.colmap_track_samples, max(256, options.colmap_track_budget // len(images))),
+        samples_per_view=options.colmap_track_samples,
         neighbors=options.refine_neighbors,
         max_pair_matches=options.refine_pair_matches,
         conf_percentile=options.conf_percentile,
