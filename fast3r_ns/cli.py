@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import tyro
 
+from .io.undistort import UndistortConfig
 from .preview.viewer import ViewConfig
 from .process import ProcessConfig
 
@@ -14,7 +15,7 @@ def entrypoint(args: Sequence[str] | None = None) -> None:
     """Parse the command line and run the chosen subcommand."""
     tyro.extras.set_accent_color("bright_yellow")
     command = tyro.extras.subcommand_cli_from_dict(
-        {"process": ProcessConfig, "view": ViewConfig},
+        {"process": ProcessConfig, "view": ViewConfig, "undistort": UndistortConfig},
         prog="fast3r-ns",
         description="Fast3R instead of COLMAP: cameras and a point cloud for nerfstudio from one network pass.",
         args=args,

@@ -15,6 +15,7 @@ from PIL import Image
 from .io.colmap import write_colmap_model
 from .io.images import open_rgb
 from .io.ply import write_ply
+from .io.readers import write_reader_files
 from .io.transforms import nerfstudio_points, transforms_dict, write_transforms
 from .reconstruction import Reconstruction
 
@@ -77,6 +78,7 @@ def write_dataset(
     write_transforms(output_dir / "transforms.json", content)
     write_ply(output_dir / PLY_NAME, nerfstudio_points(reconstruction.points), reconstruction.colors)
     write_colmap_model(output_dir / COLMAP_DIR, reconstruction, colmap_names)
+    write_reader_files(output_dir, reconstruction)  # sparse/0 for 3DGS and gsplat, init.ply for Brush
 
 
 def frame_paths(images: Sequence[DatasetImage], in_place: bool) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 
 from .cameras import Cameras, recover_cameras
 from .chunked import chunked_if_needed
+from .colmap_tracks import pointmap_model_tracks, to_original
 from .geometry.conventions import intrinsics_to_network
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
 from .io.images import PreparedImage
@@ -179,6 +180,13 @@ class ReconstructOptions:
     anchor_views: int = 8
     """Views shared by every pass when chunked (view 0 and views spread over the sequence; at most a quarter of a
     pass). Default is 8."""
+    colmap_tracks: bool = True
+    """Without ``refine``: multi-view tracks for the COLMAP model (``fast3r_ns.colmap_tracks``: pixels of
+    neighbouring views whose predicted points agree, triangulated with the recovered cameras); their points join
+    the cloud. Off, the COLMAP model holds cameras and images but no points. Default is True."""
+    colmap_track_samples: int = 1024
+    """``colmap_tracks``: grid samples per view that may become track observations (300 at 1000 views took as long
+    and kept 30x fewer points: the sub-pixel step cannot bridge the wider grid). Default is 1024."""
 
 
 def reconstruct(
@@ -231,6 +239,10 @@ def reconstruct_from_predictions(
         start = time.perf_counter()
         refined = _refine(images, predictions, cameras, options, progress)
         timings["refine"] = time.perf_counter() - start
+    elif options.colmap_tracks:
+        start = time.perf_counter()
+        refined = _colmap_tracks(images, predictions, cameras, options, progress)
+        timings["tracks"] = time.perf_counter() - start
 
     start = time.perf_counter()
     tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
@@ -576,11 +588,31 @@ def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: Reconstru
 
 def _to_original(images: Sequence[PreparedImage], tracks: Tracks) -> np.ndarray:
     """[O, 2] the observations' network pixels in original-image pixels."""
-    out = np.empty_like(tracks.pixel)
-    order = np.argsort(tracks.view, kind="stable")
-    bounds = np.searchsorted(tracks.view[order], np.arange(len(images) + 1))
-    for view, image in enumerate(images):
-        rows = order[bounds[view] : bounds[view + 1]]
-        if len(rows):
-            out[rows] = image.to_original(tracks.pixel[rows])
-    return out
+    return to_original(images, tracks.view, tracks.pixel)
+
+
+def _colmap_tracks(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: Cameras,
+    options: ReconstructOptions,
+    progress: Progress | None,
+) -> _Refined:
+    """Triangulated pointmap tracks of the trusted views for the COLMAP model (``fast3r_ns.colmap_tracks``)."""
+    if progress:
+        progress(f"tracks for the COLMAP model over {len(images)} views")
+    tracks, original = pointmap_model_tracks(
+        images,
+        [first_item(p["pts3d_in_other_view"]) for p in predictions],
+        [first_item(p["conf"]) for p in predictions],
+        cameras.intrinsics,
+        cameras.cam_to_world,
+        np.array([note == "" for note in cameras.notes]),
+        samples_per_view=options.colmap_track_samples,
+        neighbors=options.refine_neighbors,
+        max_pair_matches=options.refine_pair_matches,
+        conf_percentile=options.conf_percentile,
+        min_confidence=options.min_confidence,
+        max_error=options.refine_max_error,
+    )
+    return _Refined(tracks, original, stats={})

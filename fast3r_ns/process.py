@@ -48,8 +48,8 @@ class ProcessConfig:
     data: Path
     """Folder of images (searched recursively; hidden files, masks/ and our own outputs skipped) or a video file."""
     output_dir: Path
-    """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/); it appears only
-    once complete, and must not exist unless --overwrite."""
+    """Output folder (images/, images_2,4,8/, transforms.json, sparse_pc.ply, colmap/sparse/0/ with a sparse/0
+    link, init.ply); it appears only once complete, and must not exist unless --overwrite."""
     eval_data: Path | None = None
     """Optional folder of images or video of evaluation views, reconstructed together with --data and written as
     frame_eval_XXXXX (the others as frame_train_XXXXX) for nerfstudio's filename split."""
@@ -81,6 +81,10 @@ class ProcessConfig:
     refine_distortion: bool = False
     """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written
     to transforms.json and the COLMAP model; for lenses with visible distortion."""
+    colmap_tracks: bool = True
+    """Without --refine: give the COLMAP model multi-view tracks (pixels of neighbouring images whose predicted
+    points agree, triangulated), so that COLMAP's bundle adjuster accepts it; --no-colmap-tracks writes cameras
+    and images only (saves a few seconds per 100 images). The dense cloud is in sparse_pc.ply either way."""
     num_downscales: int = 3
     """How many times to halve the images: 3 writes images_2, images_4 and images_8."""
     num_frames_target: int = 300
@@ -346,6 +350,7 @@ def reconstruct_options(config: ProcessConfig):
         "refine_distortion": config.refine_distortion,
         "refine_tracks": config.refine_tracks,
         "max_views_per_pass": config.max_views_per_pass,
+        "colmap_tracks": config.colmap_tracks,
     }
     return ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
 

@@ -10,7 +10,8 @@ import numpy as np
 
 @dataclass
 class PointTracks:
-    """Multi-view observations of some points of a ``Reconstruction`` (the tracks of ``--refine``).
+    """Multi-view observations of some points of a ``Reconstruction`` (the tracks of ``--refine``, or without it
+    those of ``fast3r_ns.colmap_tracks``); the COLMAP model holds these points only.
 
     Track t is point ``point[t]`` of the reconstruction, seen at rows ``offsets[t]:offsets[t + 1]``.
     """
@@ -49,7 +50,7 @@ class Reconstruction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     pose_notes: list[str] = field(default_factory=list)  # [N] why a pose is not trusted ("" where pose_ok)
     focal_mode: str = ""  # how the intrinsics were estimated ("per-view", "shared" or "official")
-    tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
+    tracks: PointTracks | None = None  # multi-view points: --refine's tracks, else colmap_tracks' (None when off)
     distortion: np.ndarray | None = None  # [N] float64, radial k1 (OpenCV model) where refined, None = pinhole
     refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
     confidence_maps: list[np.ndarray] | None = None  # [N] each view's global confidence at 1/4 resolution (report)

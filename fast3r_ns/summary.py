@@ -48,7 +48,12 @@ def summary_lines(
         names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
         lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
     lines += _refine_lines(reconstruction, sources)
-    lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
+    tracks = reconstruction.tracks
+    multi_view = int(np.sum(np.diff(tracks.offsets) >= 2)) if tracks is not None else 0
+    lines.append(
+        f"Wrote {len(reconstruction.points):,} points to {PLY_NAME}, {multi_view:,} seen by 2+ images to "
+        f"{COLMAP_DIR.as_posix()} (also sparse/0)"
+    )
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")
     from .chunked import summary_lines as chunk_summary_lines  # torch: not at import
@@ -57,6 +62,8 @@ def summary_lines(
     per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
     lines.append(f"Time: {per_stage}; total {timings['total']:.1f} s")
     lines += notes
+    if reconstruction.distortion is not None:
+        lines.append(f"For 3DGS (PINHOLE cameras only): fast3r-ns undistort {output_dir}")
     if report is not None:
         lines.append(f"Report: {report} (3-D preview: fast3r-ns view {output_dir})")
     lines.append(f"Next: ns-train splatfacto --data {output_dir}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fast3r_ns.reconstruction import Reconstruction
+from fast3r_ns.reconstruction import PointTracks, Reconstruction
 from fast3r_ns.testing.scene import look_at
 
 
@@ -62,7 +62,7 @@ def make_reconstruction(
         pixels.append(xy)
         owners.append(np.full(points_per_image, index))
     count = num * points_per_image
-    return Reconstruction(
+    rec = Reconstruction(
         image_paths=image_paths or [Path(f"view_{i}.png") for i in range(num)],
         image_sizes=np.array(sizes, dtype=np.int64),
         intrinsics=intrinsics,
@@ -76,6 +76,38 @@ def make_reconstruction(
         point_pixel=np.concatenate(pixels).astype(np.float32),
         shared_intrinsics=shared,
         timings={"inference": 0.01, "poses": 0.01},
+    )
+    rec.tracks = visible_tracks(rec)
+    return rec
+
+
+def visible_tracks(rec: Reconstruction) -> PointTracks:
+    """Tracks of the points seen by two or more images: each image where the point projects inside the image, in
+    front of the camera, at its exact pixel (the point's own image at its own pixel, first)."""
+    rows, images, pixels = [], [], []
+    for index in range(rec.num_images):
+        xy = project(rec.points.astype(np.float64), rec.cam_to_world[index], rec.intrinsics[index])
+        depth = (rec.points - rec.cam_to_world[index, :3, 3]) @ rec.cam_to_world[index, :3, 2]
+        width, height = rec.image_sizes[index]
+        inside = (depth > 0) & (xy >= 0).all(1) & (xy[:, 0] < width) & (xy[:, 1] < height)
+        inside &= rec.point_image != index
+        own = rec.point_image == index
+        for chosen, pixel in ((own, rec.point_pixel), (inside, xy)):
+            rows.append(np.flatnonzero(chosen))
+            images.append(np.full(int(chosen.sum()), index))
+            pixels.append(pixel[chosen])
+    row, image, pixel = np.concatenate(rows), np.concatenate(images), np.concatenate(pixels)
+    own_first = image != rec.point_image[row]
+    order = np.lexsort((own_first, row))
+    row, image, pixel = row[order], image[order], pixel[order]
+    length = np.bincount(row, minlength=len(rec.points))
+    keep = (length >= 2)[row]
+    point = np.flatnonzero(length >= 2)
+    return PointTracks(
+        point=point.astype(np.int64),
+        offsets=np.concatenate([[0], np.cumsum(length[point])]).astype(np.int64),
+        image=image[keep].astype(np.int32),
+        pixel=pixel[keep].astype(np.float32),
     )
 
 

@@ -318,14 +318,14 @@ def local_affine(
     """Affine fit X(centre + d) ~ mean + jacobian d of a pointmap over the (2 window + 1)^2 pixels around each
     pixel's cell (moved inside the image). Returns mean [n, 3], jacobian [n, 3, 2] (per network pixel) and the
     window centre [n, 2] (least squares over the whole window; NaN where a pixel of it is not finite)."""
-    grid = pointmap.double().cpu()
+    grid = pointmap.cpu()  # gathered first, converted to float64 per patch (the whole map is far larger)
     height, width = grid.shape[:2]
     offsets = torch.arange(-window, window + 1, dtype=torch.float64)
     col = np.clip(np.floor(pixel[:, 0]).astype(np.int64), window, width - 1 - window)
     row = np.clip(np.floor(pixel[:, 1]).astype(np.int64), window, height - 1 - window)
     index_y = torch.from_numpy(row)[:, None, None] + offsets.long()[None, :, None]
     index_x = torch.from_numpy(col)[:, None, None] + offsets.long()[None, None, :]
-    patch = grid[index_y, index_x].reshape(len(pixel), -1, 3)  # [n, K*K, 3]
+    patch = grid[index_y, index_x].reshape(len(pixel), -1, 3).double()  # [n, K*K, 3]
     ys, xs = torch.meshgrid(offsets, offsets, indexing="ij")
     design = torch.stack([torch.ones_like(xs), xs, ys], dim=-1).reshape(-1, 3)  # [K*K, 3]
     finite = torch.isfinite(patch).all(-1)

@@ -1,8 +1,9 @@
 """Reconstruction -> a COLMAP sparse model (cameras, images, points3D .bin) written with pycolmap.
 
-Each point becomes a 3D point whose track holds one observation: the image it was predicted from and its pixel
-there (a Point2D of that image), except the points of ``reconstruction.tracks`` (from ``--refine``), whose tracks
-hold all their observations. Cameras are PINHOLE (OPENCV with k1 where distortion was refined); one camera when
+The 3D points are those of ``reconstruction.tracks`` seen by at least two images (tracks of ``--refine``, or the
+pointmap tracks of ``fast3r_ns.colmap_tracks``), with all their observations (Point2Ds of those images); the
+single-view points of the dense cloud are left out, since COLMAP's bundle adjuster requires two observations per
+point (they stay in sparse_pc.ply). Cameras are PINHOLE (OPENCV with k1 where distortion was refined); one camera when
 all images share size and intrinsics.
 """
 
@@ -35,19 +36,9 @@ def build_colmap_model(reconstruction: Reconstruction, image_names: list[str]): 
             camera.params = [fx, fy, cx, cy, float(reconstruction.distortion[index]), 0.0, 0.0, 0.0]
         model.add_camera_with_trivial_rig(camera)
 
-    # Observations: one per point, or a point's whole track; sorted by image to number each image's Point2Ds.
-    count = len(reconstruction.points)
-    obs_point = np.arange(count, dtype=np.int64)
-    obs_image = np.asarray(reconstruction.point_image, dtype=np.int64)
-    obs_pixel = np.asarray(reconstruction.point_pixel, dtype=np.float64).reshape(-1, 2)
-    tracks = reconstruction.tracks
-    if tracks is not None and tracks.num_tracks:
-        in_track = np.zeros(count, dtype=bool)
-        in_track[tracks.point] = True
-        single = ~in_track
-        obs_point = np.concatenate([obs_point[single], np.repeat(tracks.point, np.diff(tracks.offsets))])
-        obs_image = np.concatenate([obs_image[single], np.asarray(tracks.image, dtype=np.int64)])
-        obs_pixel = np.concatenate([obs_pixel[single], np.asarray(tracks.pixel, dtype=np.float64)])
+    # Observations: the tracks of ``reconstruction.tracks`` that have >= 2 (COLMAP needs no less); sorted by image
+    # to number each image's Point2Ds. The other points (one view each) stay in the PLY only.
+    written, obs_point, obs_image, obs_pixel = multi_view_observations(reconstruction)
     order = np.lexsort((obs_point, obs_image))
     starts = np.searchsorted(obs_image[order], np.arange(reconstruction.num_images + 1))
     point2d_index = np.empty(len(order), dtype=np.int64)
@@ -59,18 +50,33 @@ def build_colmap_model(reconstruction: Reconstruction, image_names: list[str]): 
         image = pycolmap.Image(name=name, keypoints=keypoints, camera_id=1 if shared else index + 1, image_id=index + 1)
         model.add_image_with_trivial_frame(image, pycolmap.Rigid3d(world_to_cam[index, :3, :4]))
 
-    points = np.asarray(reconstruction.points, dtype=np.float64)
-    colors = np.asarray(reconstruction.colors, dtype=np.uint8)
+    points = np.asarray(reconstruction.points, dtype=np.float64)[written]
+    colors = np.asarray(reconstruction.colors, dtype=np.uint8)[written]
     by_point = np.argsort(obs_point, kind="stable")
-    bounds = np.searchsorted(obs_point[by_point], np.arange(count + 1)).tolist()
+    bounds = np.searchsorted(obs_point[by_point], np.arange(len(written) + 1)).tolist()
     image_ids, point2d = (obs_image[by_point] + 1).tolist(), point2d_index[by_point].tolist()
-    for row in range(count):
+    for row in range(len(written)):
         track = pycolmap.Track()
         for k in range(bounds[row], bounds[row + 1]):
             track.add_element(image_ids[k], point2d[k])
         model.add_point3D(points[row], track, colors[row])
     model.update_point_3d_errors()
     return model
+
+
+def multi_view_observations(reconstruction: Reconstruction) -> tuple[np.ndarray, ...]:
+    """The points of the COLMAP model and their observations: rows of ``reconstruction.points`` [P] whose track
+    has >= 2 observations, and per observation its point (0..P-1) [O], image [O] and original pixel [O, 2]."""
+    tracks = reconstruction.tracks
+    if tracks is None or not tracks.num_tracks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2))
+    lengths = np.diff(tracks.offsets)
+    multi = lengths >= 2
+    rows = np.repeat(multi, lengths)
+    obs_point = np.repeat(np.cumsum(multi) - 1, lengths)[rows]
+    obs_image = np.asarray(tracks.image, dtype=np.int64)[rows]
+    obs_pixel = np.asarray(tracks.pixel, dtype=np.float64).reshape(-1, 2)[rows]
+    return np.asarray(tracks.point, dtype=np.int64)[multi], obs_point, obs_image, obs_pixel
 
 
 def write_colmap_model(folder: str | Path, reconstruction: Reconstruction, image_names: list[str]) -> Path:

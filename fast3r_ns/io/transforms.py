@@ -64,12 +64,13 @@ def transforms_dict(
 
     file_paths: per image, relative to the output folder (``images/frame_00001.jpg``); original_paths: the
     source files, recorded per frame as ``original_file_path``. Intrinsics go at the top level when one camera
-    fits all images, in each frame otherwise.
+    fits all images, in each frame otherwise; ``camera_model`` and ``ply_file_path`` are always at the top level.
     """
     if len(file_paths) != reconstruction.num_images:
         raise ValueError(f"{len(file_paths)} file paths for {reconstruction.num_images} images")
     shared = shares_one_camera(reconstruction)
-    out: dict[str, Any] = {}
+    # camera_model stays at the top level with per-frame intrinsics too: OpenSplat's reader requires it there.
+    out: dict[str, Any] = {"camera_model": "OPENCV"}
     if shared:
         out.update(camera_params(*reconstruction.image_sizes[0], reconstruction.intrinsics[0], _k1(reconstruction, 0)))
     matrices = nerfstudio_cam_to_world(reconstruction.cam_to_world)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pycolmap
 import pytest
@@ -21,7 +23,8 @@ def test_pycolmap_round_trip(tmp_path, shared):
     model = pycolmap.Reconstruction(str(folder))
     assert model.num_cameras() == (1 if shared else rec.num_images)
     assert model.num_reg_images() == rec.num_images
-    assert model.num_points3D() == len(rec.points)
+    tracks = rec.tracks
+    assert model.num_points3D() == tracks.num_tracks  # only the points seen by >= 2 images
     for image_id, image in model.images.items():
         index = image_id - 1
         assert image.name == names[index]
@@ -30,24 +33,46 @@ def test_pycolmap_round_trip(tmp_path, shared):
         assert (camera.width, camera.height) == tuple(rec.image_sizes[index])
         np.testing.assert_allclose(camera.params, rec.intrinsics[index], rtol=1e-12)
         np.testing.assert_allclose(image.cam_from_world().matrix(), rec.world_to_cam[index, :3], atol=1e-9)
+        assert image.num_points3D == np.sum(tracks.image == index)
 
-    seen = np.zeros(len(rec.points), dtype=bool)
+    by_xyz = {tuple(np.round(rec.points[row], 5)): t for t, row in enumerate(tracks.point)}
+    seen = set()
     for point_id, point in model.points3D.items():
-        (element,) = point.track.elements
-        index = element.image_id - 1
-        xy = np.asarray(model.images[element.image_id].points2D[element.point2D_idx].xy)
-        match = np.flatnonzero((rec.point_image == index) & np.all(np.abs(rec.point_pixel - xy) < 1e-4, axis=1))
-        assert len(match) == 1
-        row = match[0]
-        seen[row] = True
+        t = by_xyz[tuple(np.round(point.xyz.astype(np.float32), 5))]
+        seen.add(t)
+        row = tracks.point[t]
         np.testing.assert_allclose(point.xyz, rec.points[row], atol=1e-6)
         np.testing.assert_array_equal(point.color, rec.colors[row])
-        np.testing.assert_allclose(
-            project(point.xyz[None], rec.cam_to_world[index], rec.intrinsics[index])[0], xy, atol=1e-3
-        )
+        expected = slice(tracks.offsets[t], tracks.offsets[t + 1])
+        assert [e.image_id - 1 for e in point.track.elements] == tracks.image[expected].tolist()
+        for element, pixel in zip(point.track.elements, tracks.pixel[expected]):
+            point2d = model.images[element.image_id].points2D[element.point2D_idx]
+            assert point2d.point3D_id == point_id
+            np.testing.assert_allclose(point2d.xy, pixel, atol=1e-4)
+            camera = rec.cam_to_world[element.image_id - 1], rec.intrinsics[element.image_id - 1]
+            np.testing.assert_allclose(project(point.xyz[None], *camera)[0], point2d.xy, atol=1e-3)
         assert point.error < 1e-3
-        assert model.images[element.image_id].points2D[element.point2D_idx].point3D_id == point_id
-    assert seen.all()
+    assert len(seen) == tracks.num_tracks
+
+
+def test_single_view_points_stay_out_of_the_model(tmp_path):
+    rec = make_reconstruction()
+    tracks = rec.tracks
+    # Track 0 loses all but its first observation: it is no longer a valid COLMAP point.
+    keep = np.ones(len(tracks.image), dtype=bool)
+    keep[tracks.offsets[0] + 1 : tracks.offsets[1]] = False
+    lengths = np.diff(tracks.offsets) - np.r_[np.diff(tracks.offsets)[0] - 1, np.zeros(tracks.num_tracks - 1, int)]
+    rec.tracks = replace(
+        tracks, offsets=np.r_[0, np.cumsum(lengths)], image=tracks.image[keep], pixel=tracks.pixel[keep]
+    )
+    model = pycolmap.Reconstruction(str(write_colmap_model(tmp_path / "a", rec, [f"{i}.png" for i in range(4)])))
+    assert model.num_points3D() == tracks.num_tracks - 1
+    assert min(p.track.length() for p in model.points3D.values()) >= 2
+    assert sum(p.track.length() for p in model.points3D.values()) == int(keep.sum()) - 1
+
+    rec.tracks = None  # e.g. --no-colmap-tracks: cameras and images, no points
+    model = pycolmap.Reconstruction(str(write_colmap_model(tmp_path / "b", rec, [f"{i}.png" for i in range(4)])))
+    assert model.num_reg_images() == 4 and model.num_points3D() == 0
 
 
 def test_nerfstudio_reader_reads_it(tmp_path):
@@ -61,4 +86,4 @@ def test_nerfstudio_reader_reads_it(tmp_path):
     for image_id, image in images.items():
         np.testing.assert_allclose(qvec2rotmat(image.qvec), rec.world_to_cam[image_id - 1, :3, :3], atol=1e-9)
         np.testing.assert_allclose(image.tvec, rec.world_to_cam[image_id - 1, :3, 3], atol=1e-9)
-        assert len(image.point3D_ids) == np.sum(rec.point_image == image_id - 1)
+        assert len(image.point3D_ids) == np.sum(rec.tracks.image == image_id - 1)

@@ -39,8 +39,8 @@ def check_dataset(output, num_images: int, size: tuple[int, int]) -> None:
     assert len(outputs.metadata.get("points3D_xyz", [])) == len(points)  # nerfstudio drops an empty cloud
 
     model = pycolmap.Reconstruction(str(output / "colmap/sparse/0"))
-    assert model.num_reg_images() == num_images and model.num_points3D() == len(points)
-    assert all(len(p.track.elements) == 1 for p in model.points3D.values())
+    assert model.num_reg_images() == num_images and model.num_points3D() <= len(points)
+    assert all(len(p.track.elements) >= 2 for p in model.points3D.values())  # COLMAP's rule
 
 
 def test_ns_process_data_fast3r(tmp_path, tiny_model_dir, ns_process_data):
