@@ -40,7 +40,7 @@ def test_exact_pointmaps_give_exact_cameras(mixed) -> None:
     np.testing.assert_array_equal(result.image_sizes, SIZES)
     errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
     assert errors["rotation_err_deg"].max() < 1e-3 and errors["translation_err_rel"].max() < 1e-5
-    assert set(result.timings) == {"predict", "cameras", "points"}
+    assert set(result.timings) == {"predict", "cameras", "tracks", "points"}  # tracks: for the COLMAP model
 
 
 def test_reprojection_refinement_keeps_exact_cameras(mixed) -> None:
@@ -100,7 +100,10 @@ def test_official_half_pixel_offset_and_centered_variant(tmp_path) -> None:
 
 def test_point_cloud_pixels_colours_and_filters(mixed) -> None:
     scene, images = mixed
-    options = ReconstructOptions(max_points=6000, conf_percentile=20, min_confidence=3.0, device="cpu")
+    # the dense cloud alone (the COLMAP model's multi-view track points are tested in tests/nerfstudio/test_readers.py)
+    options = ReconstructOptions(
+        max_points=6000, conf_percentile=20, min_confidence=3.0, device="cpu", colmap_tracks=False
+    )
     result = reconstruct(images, OraclePredictor(scene, images, normalize=False, seed=2), options)
     count = len(result.points)
     assert 0.85 * 6000 <= count <= 6000
@@ -186,7 +189,9 @@ def test_mismatched_predictions_are_rejected(mixed) -> None:
 
 def test_local_point_source_and_network_colours(mixed) -> None:
     scene, images = mixed
-    options = ReconstructOptions(point_source="local", colors="network", max_points=3000, device="cpu")
+    options = ReconstructOptions(
+        point_source="local", colors="network", max_points=3000, device="cpu", colmap_tracks=False
+    )
     result = reconstruct(images, OraclePredictor(scene, images, seed=4), options)
     # Local points moved by the estimated similarity land where the global head puts them (exact data).
     reference = reconstruct(images, OraclePredictor(scene, images, seed=4), ReconstructOptions(device="cpu"))
