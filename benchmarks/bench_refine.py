@@ -25,7 +25,7 @@ from benchmarks.common import RESULTS, append, commit, device_name, device_slug
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
-from fast3r_ns.pipeline import REFINE_AUTO_VALUES, resolve_refine_options
+from fast3r_ns.refinement import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 from fast3r_ns.testing.scene import Scene

@@ -6,22 +6,20 @@ Conventions (pixels, axes, poses, intrinsics of the original image): ``fast3r_ns
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .cameras import Cameras, recover_cameras
+from .cameras import recover_cameras
 from .chunked import chunked_if_needed
-from .colmap_tracks import pointmap_model_tracks, to_original
-from .geometry.conventions import intrinsics_to_network
-from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
 from .io.images import PreparedImage
 from .point_cloud import build_point_cloud
 from .predictions import Output, Predictor, first_item
 from .reconstruction import Reconstruction
+from .refinement import Refined, colmap_model_tracks, refine_cameras
 
 Progress = Callable[[str], None]
 
@@ -234,14 +232,14 @@ def reconstruct_from_predictions(
     cameras = recover_cameras(images, predictions, options, device, progress)
     timings["cameras"] = time.perf_counter() - start
 
-    refined: _Refined | None = None
+    refined: Refined | None = None
     if options.refine:
         start = time.perf_counter()
-        refined = _refine(images, predictions, cameras, options, progress)
+        refined = refine_cameras(images, predictions, cameras, options, progress)
         timings["refine"] = time.perf_counter() - start
     elif options.colmap_tracks:
         start = time.perf_counter()
-        refined = _colmap_tracks(images, predictions, cameras, options, progress)
+        refined = colmap_model_tracks(images, predictions, cameras, options, progress)
         timings["tracks"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -271,348 +269,3 @@ def reconstruct_from_predictions(
         confidence_maps=[first_item(p["conf"])[::4, ::4].float().cpu().numpy() for p in predictions],
         refine_unfixed=refined.unfixed if refined is not None else {},
     )
-
-
-@dataclass
-class _Refined:
-    tracks: Tracks  # refined track points; pixels in NETWORK coordinates
-    original_pixel: np.ndarray  # [O, 2] the observations in original-image pixels
-    stats: dict[str, float]
-    distortion: np.ndarray | None = None  # [V] refined radial k1 (None when not refined)
-    unfixed: dict[int, str] = field(default_factory=dict)  # view -> why the refinement could not fix it
-
-
-def _refine(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    cameras: Cameras,
-    options: ReconstructOptions,
-    progress: Progress | None,
-) -> _Refined:
-    """Tracks (flow or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``).
-    With flow tracks: pointmap tracks first, then rounds of flow predicted from the current cameras + adjustment
-    until the cameras stop moving (``refine_flow_rounds``, ``refine_flow_tolerance_deg``)."""
-    from .refine_rounds import focal_changes, rotation_changes
-
-    options = resolve_refine_options(options, len(images))
-    initial_intrinsics, initial_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
-    start = time.perf_counter()
-    if options.refine_tracks not in ("pointmaps", "flow"):
-        raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
-    if progress:
-        progress(f"refine: pointmap tracks over {len(images)} views")
-    result = _adjust(images, cameras, _pointmap_tracks(predictions, cameras, options), options, None, start)
-    initial_error = result.stats["reprojection_err_px_before"]
-    if options.refine_tracks == "pointmaps":
-        return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
-    first_stage = {f"pointmaps_{key}": value for key, value in result.stats.items() if key.endswith("seconds")}
-    fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
-    rounds: list[dict[str, float]] = []
-    unfixed: dict[int, str] = {}
-    reverted = 0
-    for index in range(max(1, options.refine_flow_rounds)):
-        start = time.perf_counter()
-        if progress:
-            progress(f"refine: flow round {index + 1} over {len(images)} views")
-        prior_intrinsics, prior_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
-        tracks = _flow_tracks(images, predictions, cameras, options, from_depth=index > 0 or options.refine_flow_depth)
-        multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
-        counts = np.bincount(tracks.view[multi_view], minlength=len(images))
-        held = counts < options.refine_flow_min_observations
-        if held.all():  # e.g. textureless images: the previous stage is the result
-            break
-        previous = (result, unfixed)
-        unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
-        cameras.cam_to_world[held] = fallback[held]
-        result = _adjust(images, cameras, tracks, options, held, start)
-        turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
-        zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
-        rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
-        if index > 0 and np.nanmax(turned) > rounds[-2]["max_rotation_change_deg"]:
-            # Moving more than the round before: diverging (a view drifting on its own predictions); keep the last.
-            cameras.intrinsics, cameras.cam_to_world = prior_intrinsics, prior_cam_to_world
-            result, unfixed = previous
-            reverted = index + 1
-            break
-        if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
-            break
-    result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, options, set(unfixed))
-    result.stats |= first_stage | {
-        "flow_rounds": float(len(rounds)),
-        "flow_round_reverted": float(reverted),
-        **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
-    }
-    return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
-
-
-def _guard(
-    result: _Refined,
-    cameras: Cameras,
-    intrinsics: np.ndarray,
-    cam_to_world: np.ndarray,
-    options: ReconstructOptions,
-    held: set[int],
-) -> dict[int, str]:
-    """Views the flow adjustment moved far from the prediction without support (``refine_rounds.unsupported_views``):
-    flagged (pose_ok false with a note). Held views rest on the pointmap stage, so only their focal counts."""
-    from .refine import reprojection_errors
-    from .refine_rounds import focal_changes, rotation_changes, unsupported_views, view_support
-
-    tracks = result.tracks
-    errors = reprojection_errors(
-        cameras.intrinsics,
-        cameras.cam_to_world,
-        tracks.points[tracks.track],
-        tracks.view,
-        result.original_pixel,
-        result.distortion,
-    )
-    count = len(cameras.cam_to_world)
-    observations, reprojection = view_support(tracks.view, np.diff(tracks.offsets)[tracks.track], errors, count)
-    turned = rotation_changes(cam_to_world, cameras.cam_to_world)
-    turned[list(held)] = 0.0
-    flagged = unsupported_views(
-        turned,
-        focal_changes(intrinsics, cameras.intrinsics),
-        observations,
-        reprojection,
-        options.refine_flow_min_observations,
-        options.refine_guard_deg,
-        options.refine_guard_focal,
-    )
-    for view, why in flagged.items():
-        cameras.notes[view] = f"{cameras.notes[view]}; {why}" if cameras.notes[view] else why
-    return flagged
-
-
-def _with_motion(
-    result: _Refined, intrinsics: np.ndarray, cam_to_world: np.ndarray, cameras: Cameras, initial_error: float
-) -> _Refined:
-    """``result`` with how far the refinement moved the cameras from (intrinsics, cam_to_world) in its stats."""
-    from .refine_rounds import focal_changes, rotation_changes
-
-    turned = rotation_changes(cam_to_world, cameras.cam_to_world)
-    zoomed = focal_changes(intrinsics, cameras.intrinsics)
-    result.stats |= {
-        "rotation_change_deg_median": float(np.nanmedian(turned)),
-        "rotation_change_deg_max": float(np.nanmax(turned)),
-        "focal_change_median": float(np.median(zoomed)),
-        "focal_change_max": float(zoomed.max()),
-        "reprojection_err_px_initial": initial_error,
-        "unfixed_views": float(len(result.unfixed)),
-    }
-    return result
-
-
-def _adjust(
-    images: Sequence[PreparedImage],
-    cameras: Cameras,
-    tracks: Tracks,
-    options: ReconstructOptions,
-    held: np.ndarray | None,
-    start: float,
-) -> _Refined:
-    """Bundle adjustment of ``cameras`` (in place) on ``tracks``; ``held`` views keep their pose."""
-    from .refine import BundleOptions, bundle_adjust, reprojection_errors
-
-    original = _to_original(images, tracks)
-    track_seconds = time.perf_counter() - start
-    sizes = np.array([image.original_size for image in images])
-    pointmap_tracks = held is None
-    free_points = options.refine_points if options.refine_points is not None else not pointmap_tracks
-    held = np.zeros(len(images), dtype=bool) if held is None else held
-    adaptive_spread = 0.0 if pointmap_tracks else options.refine_flow_filter_spread
-    bundle_options = BundleOptions(
-        refine_focal=options.refine_focal != "fixed",
-        refine_principal_point=options.refine_principal_point,
-        refine_distortion=options.refine_distortion,
-        refine_points=free_points,
-        camera_groups=_camera_groups(sizes, cameras.intrinsics, options),
-        constant_poses=held,
-        max_reprojection_error=options.refine_max_error,
-        max_iterations=options.refine_iterations,
-        num_threads=options.refine_threads,
-        **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
-    )
-    points = tracks.points[tracks.track]
-    before = reprojection_errors(cameras.intrinsics, cameras.cam_to_world, points, tracks.view, original)
-    result = bundle_adjust(
-        sizes,
-        cameras.intrinsics,
-        cameras.cam_to_world,
-        tracks.points,
-        tracks.offsets,
-        tracks.view,
-        original,
-        bundle_options,
-    )
-    cameras.intrinsics, cameras.cam_to_world = result.intrinsics, result.cam_to_world
-    tracks.points = result.points
-    ok = result.observation_ok & np.isfinite(result.points).all(-1)[tracks.track]
-    distortion = result.distortion if options.refine_distortion else None
-    after = reprojection_errors(
-        result.intrinsics,
-        result.cam_to_world,
-        result.points[tracks.track][ok],
-        tracks.view[ok],
-        original[ok],
-        distortion,
-    )
-    kept = tracks.select(ok)
-    stats = {
-        "tracks_seconds": track_seconds,
-        **result.stats,
-        "candidate_pairs": float(len(tracks.pairs)),
-        "tracks": float(tracks.num_tracks),
-        "observations": float(len(tracks.view)),
-        "reprojection_err_px_before": float(np.median(before)),
-        "reprojection_err_px_after": float(np.median(after)) if len(after) else float("nan"),
-        "mean_track_length": float(np.diff(tracks.offsets).mean()) if tracks.num_tracks else 0.0,
-        "held_views": float(held.sum()),
-    }
-    return _Refined(kept, original[ok], stats, distortion)
-
-
-# Values of the None/"auto" refinement options: (up to ``refine_large_views`` views, above).
-REFINE_AUTO_VALUES = {
-    "refine_points": (None, False),
-    "refine_flow_preset": ("medium", "fast"),
-    "refine_flow_stride": (8, 16),
-    "refine_flow_pair_matches": (1024, 256),
-    "refine_samples": (2048, 1024),
-    "refine_iterations": (50, 25),
-    # Issue #17 (flow rounds from local depth, adaptive gates): measured up to 300 views; larger scenes keep the
-    # one-round method of the 1000-view measurements until measured.
-    "refine_flow_rounds": (3, 1),
-    "refine_flow_depth": (True, False),
-    "refine_flow_filter_spread": (5.0, 0.0),
-    "refine_flow_gate_spread": (3.0, 0.0),
-}
-
-
-def resolve_refine_options(options: ReconstructOptions, views: int) -> ReconstructOptions:
-    """``options`` with the None/"auto" refinement options replaced by their values for ``views`` views."""
-    large = views > options.refine_large_views
-    values = {key: pair[large] for key, pair in REFINE_AUTO_VALUES.items() if getattr(options, key) in (None, "auto")}
-    return replace(options, **values)
-
-
-def _flow_tracks(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    cameras: Cameras,
-    options: ReconstructOptions,
-    from_depth: bool = False,
-) -> Tracks:
-    """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
-    (``geometry.flow``), predicted from the global pointmaps or (``from_depth``) from each view's local depth
-    back-projected with its current camera (``refine_rounds.depth_pointmap``)."""
-    from .geometry.flow import FlowOptions, flow_tracks, grey_image
-    from .refine_rounds import depth_pointmap
-
-    network = np.stack(
-        [
-            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
-            for camera, image in zip(cameras.intrinsics, images)
-        ]
-    )
-    pointmaps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
-    if from_depth:
-        pointmaps = [
-            torch.from_numpy(
-                depth_pointmap(
-                    first_item(p["pts3d_local"]).float().cpu().numpy(),
-                    world.float().cpu().numpy(),
-                    intrinsics,
-                    cam_to_world,
-                )
-            )
-            for p, world, intrinsics, cam_to_world in zip(predictions, pointmaps, network, cameras.cam_to_world)
-        ]
-    tracks = flow_tracks(
-        [grey_image(image.tensor) for image in images],
-        pointmaps,
-        [first_item(p["conf"]) for p in predictions],
-        network,
-        cameras.cam_to_world,
-        options.refine_neighbors,
-        FlowOptions(
-            preset=options.refine_flow_preset,
-            stride=options.refine_flow_stride,
-            max_pair_matches=options.refine_flow_pair_matches,
-            correction_spread=options.refine_flow_gate_spread,
-            max_correction=64.0 if options.refine_flow_gate_spread else 6.0,
-        ),
-        options.conf_percentile,
-        options.min_confidence,
-    )
-    return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
-
-
-def _pointmap_tracks(predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions) -> Tracks:
-    """Tracks of grid pixels whose global points coincide, moved to sub-pixel positions (``geometry.tracks``)."""
-    global_maps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
-    samples = [
-        sample_view(
-            points, first_item(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence
-        )
-        for points, p in zip(global_maps, predictions)
-    ]
-    tracks = build_tracks(
-        samples, cameras.cam_to_world, neighbors=options.refine_neighbors, max_pair_matches=options.refine_pair_matches
-    )
-    tracks.pixel = subpixel_observations(tracks, global_maps)
-    return tracks.select(np.isfinite(tracks.pixel).all(-1))
-
-
-def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: ReconstructOptions) -> np.ndarray:
-    """[V] camera of each image in the bundle adjustment (see ``refine_focal``)."""
-    count = len(sizes)
-    if options.refine_focal != "grouped":
-        return np.arange(count)
-    # Same size, focal within the tolerance of the group's smallest: sorted, a new group starts at each gap.
-    group = np.empty(count, dtype=np.int64)
-    next_group = 0
-    _, size_index = np.unique(sizes, axis=0, return_inverse=True)
-    for size in np.unique(size_index):
-        members = np.flatnonzero(size_index.reshape(-1) == size)
-        members = members[np.argsort(intrinsics[members, 0], kind="stable")]
-        first = intrinsics[members[0], 0]
-        for member in members:
-            if intrinsics[member, 0] > first * (1.0 + options.refine_focal_tolerance):
-                next_group, first = next_group + 1, intrinsics[member, 0]
-            group[member] = next_group
-        next_group += 1
-    return group
-
-
-def _to_original(images: Sequence[PreparedImage], tracks: Tracks) -> np.ndarray:
-    """[O, 2] the observations' network pixels in original-image pixels."""
-    return to_original(images, tracks.view, tracks.pixel)
-
-
-def _colmap_tracks(
-    images: Sequence[PreparedImage],
-    predictions: Sequence[Output],
-    cameras: Cameras,
-    options: ReconstructOptions,
-    progress: Progress | None,
-) -> _Refined:
-    """Triangulated pointmap tracks of the trusted views for the COLMAP model (``fast3r_ns.colmap_tracks``)."""
-    if progress:
-        progress(f"tracks for the COLMAP model over {len(images)} views")
-    tracks, original = pointmap_model_tracks(
-        images,
-        [first_item(p["pts3d_in_other_view"]) for p in predictions],
-        [first_item(p["conf"]) for p in predictions],
-        cameras.intrinsics,
-        cameras.cam_to_world,
-        np.array([note == "" for note in cameras.notes]),
-        samples_per_view=options.colmap_track_samples,
-        neighbors=options.refine_neighbors,
-        max_pair_matches=options.refine_pair_matches,
-        conf_percentile=options.conf_percentile,
-        min_confidence=options.min_confidence,
-        max_error=options.refine_max_error,
-    )
-    return _Refined(tracks, original, stats={})

@@ -1,5 +1,5 @@
-"""Pieces of the iterated flow refinement (``pipeline._refine``): flow predictions from the current cameras, how far
-the cameras moved, and which views the data does not support.
+"""Pieces of the iterated flow refinement (``refinement.refine_cameras``): flow predictions from the current
+cameras, how far the cameras moved, and which views the data does not support.
 
 Each flow round predicts where a pixel of view A lands in view B from A's LOCAL depth (the local head's pointmap,
 in A's own camera frame, so it does not carry the global pointmap's per-view misplacement) back-projected with the

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
-from fast3r_ns.pipeline import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.process import ProcessConfig, process
+from fast3r_ns.refinement import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 
@@ -123,7 +123,7 @@ def test_refined_distortion_is_written_with_the_cameras(tmp_path) -> None:
 
 
 def test_focal_groups_share_a_camera_only_within_the_tolerance() -> None:
-    from fast3r_ns.pipeline import _camera_groups
+    from fast3r_ns.refinement import _camera_groups
 
     sizes = np.array([[640, 480]] * 4 + [[480, 640]])
     focal = np.array([500.0, 505.0, 700.0, 502.0, 500.0])
