@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,26 @@ NOISY = {
     "view_rotation_deg": 0.2,  # std of a per-view rigid misplacement of the global pointmap (about its camera)
     "view_translation_rel": 0.003,  # std of its translation, relative to the view's mean depth
     "depth_warp": 0.02,  # amplitude of a per-view linear-in-image depth warp of the global pointmap
+}
+
+
+# Error levels of the refinement sweep (issue #17): "1x" is ``NOISY``; "3x" and "6x" scale its per-view global
+# misplacement (rotation, translation, depth warp) and add a focal error of the local head; "6x" also adds a 1 deg
+# local/global disagreement, 5 % outliers and 4 % depth noise.
+LEVELS = {
+    "1x": NOISY,
+    "3x": NOISY
+    | {"view_rotation_deg": 0.6, "view_translation_rel": 0.009, "depth_warp": 0.06, "local_focal_noise": 0.05},
+    "6x": NOISY
+    | {
+        "view_rotation_deg": 1.2,
+        "view_translation_rel": 0.018,
+        "depth_warp": 0.12,
+        "local_focal_noise": 0.10,
+        "local_rotation_noise_deg": 1.0,
+        "outlier_fraction": 0.05,
+        "depth_noise": 0.04,
+    },
 }
 
 
@@ -459,6 +480,73 @@ def collect(args: argparse.Namespace) -> None:
         console.print(line, highlight=False)
 
 
+def poses(args: argparse.Namespace) -> None:
+    """Camera errors before/after the refinement over scenes x levels x seeds, on cached oracle predictions (no
+    dataset writing, no training): one record per case in ``--out`` (default splat_poses_cpu.jsonl)."""
+    import torch
+
+    from benchmarks.common import append, commit
+    from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+
+    console = Console(width=120)
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    out = Path(args.out) if args.out else RESULTS / "splat_poses_cpu.jsonl"
+    for name in args.scenes:
+        scene = splat_scene.make(name)
+        ordered = scene.reordered(scene.process_order())
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = ordered.write_images(Path(tmp))
+            prepared = load_images(paths, size=512)
+        for level in args.levels:
+            for seed in args.seeds:
+                noise = LEVELS[level]
+                cache = Path(args.cache) / f"{name}_{level}_{seed}.pt" if args.cache else None
+                if cache is not None and cache.is_file():
+                    predictions = torch.load(cache)
+                else:
+                    predictions = FastLikeOracle(ordered, prepared, seed=seed, **noise)([im.tensor for im in prepared])
+                    if cache is not None:
+                        cache.parent.mkdir(parents=True, exist_ok=True)
+                        torch.save(predictions, cache)
+                base = ReconstructOptions(device="cpu", max_points=args.max_points, colors="network")
+                before = reconstruct_from_predictions(prepared, predictions, base)
+                tic = time.perf_counter()
+                after = reconstruct_from_predictions(prepared, predictions, replace(base, refine=True, **overrides))
+                seconds = time.perf_counter() - tic
+                error_before, error_after = _errors(before, ordered), _errors(after, ordered)
+                record = {
+                    "bench": "splat_poses",
+                    "commit": commit(),
+                    "device": "cpu",
+                    "threads": torch.get_num_threads(),
+                    "scene": name,
+                    "views": len(prepared),
+                    "height": prepared[0].size[1],
+                    "width": prepared[0].size[0],
+                    "level": level,
+                    "seed": seed,
+                    "noise": noise,
+                    "options": overrides,
+                    "label": args.label,
+                    "seconds": after.timings["refine"],
+                    "reconstruct_seconds": seconds,
+                    "baseline": "unrefined",
+                    **error_after,
+                    **{f"baseline_{k}": v for k, v in error_before.items()},
+                    "refine_stats": after.refine_stats,
+                }
+                if not args.dry:
+                    append(out, record)
+                b, a = error_before, error_after
+                console.print(
+                    f"{name} {level} seed {seed} {args.label}: rotation max/median {b['rotation_err_deg']:.3f}/"
+                    f"{b['rotation_err_deg_median']:.3f} -> {a['rotation_err_deg']:.3f}/"
+                    f"{a['rotation_err_deg_median']:.3f} deg, focal {b['focal_err_rel']:.4f} -> "
+                    f"{a['focal_err_rel']:.4f}, untrusted {a['untrusted_views']}, {record['seconds']:.1f} s",
+                    highlight=False,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -487,6 +575,17 @@ def main() -> None:
     p.add_argument("--no-link", action="store_true", help="copy the images into every variant (no symlinks)")
     p.add_argument("--no-verify", action="store_true", help="skip reading every dataset back with nerfstudio")
     p.set_defaults(func=prepare)
+    q = sub.add_parser("poses", help="camera errors before/after --refine over levels and seeds (no datasets)")
+    q.add_argument("--scenes", nargs="+", default=list(splat_scene.SCENES), choices=splat_scene.SCENES)
+    q.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
+    q.add_argument("--seeds", nargs="+", type=int, default=[11, 23])
+    q.add_argument("--max-points", type=int, default=100_000)
+    q.add_argument("--set", nargs="*", default=[], help="refine options KEY=JSON_VALUE (ReconstructOptions fields)")
+    q.add_argument("--label", default="default", help="name of the variant in the records")
+    q.add_argument("--out", help="records file (default benchmarks/results/splat_poses_cpu.jsonl)")
+    q.add_argument("--dry", action="store_true", help="print only, write no record")
+    q.add_argument("--cache", help="folder keeping the oracle's predictions of each scene/level/seed between runs")
+    q.set_defaults(func=poses)
     c = sub.add_parser("collect", help="device records -> benchmarks/results/splat_<gpu>.jsonl")
     c.add_argument("results", help="the device's splat.jsonl")
     c.add_argument("--data", help="the prepare OUT_ROOT, for pose errors missing from the records")

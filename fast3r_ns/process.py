@@ -575,6 +575,25 @@ def _write_report(
         return None
 
 
+def _refine_lines(reconstruction: Reconstruction, sources: list[_Source]) -> list[str]:
+    """How far --refine moved the cameras and which views it could not fix (nothing without --refine)."""
+    stats = reconstruction.refine_stats
+    if "rotation_change_deg_max" not in stats:
+        return []
+    lines = [
+        f"Refinement moved the cameras by {stats['rotation_change_deg_median']:.2f} deg at the median (max "
+        f"{stats['rotation_change_deg_max']:.2f}), focal {stats['focal_change_median']:.1%} (max "
+        f"{stats['focal_change_max']:.1%}); reprojection error {stats['reprojection_err_px_initial']:.2f} -> "
+        f"{stats['reprojection_err_px_after']:.2f} px (median)"
+    ]
+    unfixed = reconstruction.refine_unfixed
+    if unfixed:
+        shown = [f"{sources[i].name} ({why})" for i, why in list(unfixed.items())[:5]]
+        names = ", ".join(shown) + (", ..." if len(unfixed) > 5 else "")
+        lines.append(f"[yellow]{len(unfixed)} camera(s) the refinement could not fix: {names}")
+    return lines
+
+
 def _summary(
     config: ProcessConfig,
     reconstruction: Reconstruction,
@@ -599,6 +618,7 @@ def _summary(
     if len(bad):
         names = ", ".join(sources[i].name for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
         lines.append(f"[yellow]{len(bad)} pose(s) flagged as unreliable (pose_ok false in transforms.json): {names}")
+    lines += _refine_lines(reconstruction, sources)
     lines.append(f"Wrote {len(reconstruction.points):,} points to {PLY_NAME} and {COLMAP_DIR.as_posix()}")
     if len(reconstruction.points) == 0:
         lines.append("[yellow]No point passed the confidence filters: splatfacto will start from random points")

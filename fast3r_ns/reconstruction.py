@@ -52,6 +52,7 @@ class Reconstruction:
     tracks: PointTracks | None = None  # multi-view observations of the refined points (None without --refine)
     distortion: np.ndarray | None = None  # [N] float64, radial k1 (OpenCV model) where refined, None = pinhole
     refine_stats: dict[str, float] = field(default_factory=dict)  # what the refinement did (empty without it)
+    refine_unfixed: dict[int, str] = field(default_factory=dict)  # view -> why the refinement could not fix it
     chunk_report: list[dict] = field(default_factory=list)  # per pass when chunked (fast3r_ns.chunked.ChunkFit)
 
     @property

@@ -45,6 +45,13 @@ class BundleOptions:
     """Observations reprojecting farther than this many pixels are dropped between rounds. Default is 4.0."""
     rounds: int = 2
     """Solve, filter outliers, solve again ... this many times. Default is 2."""
+    adaptive_spread: float = 0.0
+    """After the first round, observations reprojecting farther than this many times the median reprojection error
+    (at least ``min_reprojection_error``, at most ``max_reprojection_error``) are dropped and the loss scale
+    follows that threshold: the gate follows the measured spread of the matches rather than a constant (0: only
+    ``max_reprojection_error`` and ``loss_scale``). Default is 0.0."""
+    min_reprojection_error: float = 0.2
+    """Smallest adaptive threshold (pixels). Default is 0.2."""
     max_iterations: int = 50
     """Ceres iterations per round. Default is 50."""
     num_threads: int = -1
@@ -91,6 +98,24 @@ def reprojection_errors(
     projected = np.stack([fx * normalized[:, 0] + cx, fy * normalized[:, 1] + cy], axis=-1)
     error = np.linalg.norm(projected - pixel, axis=-1)
     return np.where(cam[:, 2] > 0, error, np.inf)
+
+
+def _median_reprojection_error(model) -> float:
+    """Median reprojection error (pixels) over every observation of a ``pycolmap.Reconstruction``."""
+    errors = []
+    for image_id in model.reg_image_ids():
+        image = model.image(image_id)
+        camera = model.camera(image.camera_id)
+        pose = image.cam_from_world()
+        seen = [(p.xy, p.point3D_id) for p in image.points2D if p.has_point3D()]
+        if not seen:
+            continue
+        xy = np.array([s[0] for s in seen])
+        world = np.array([model.point3D(s[1]).xyz for s in seen])
+        cam = world @ pose.rotation.matrix().T + pose.translation
+        projected = camera.img_from_cam(cam)
+        errors.append(np.linalg.norm(np.asarray(projected) - xy, axis=-1))
+    return float(np.median(np.concatenate(errors))) if errors else float("inf")
 
 
 def bundle_adjust(
@@ -156,6 +181,8 @@ def bundle_adjust(
     observations = pycolmap.ObservationManager(model)
     filtered = 0
     reports: list[str] = []
+    threshold = options.max_reprojection_error
+    thresholds: list[float] = []
     for _ in range(options.rounds):
         config = pycolmap.BundleAdjustmentConfig()
         for index in range(count):
@@ -169,10 +196,13 @@ def bundle_adjust(
                 config.add_constant_point(point_id)
         summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
         reports.append(summary.brief_report())
+        if options.adaptive_spread > 0:
+            spread = options.adaptive_spread * _median_reprojection_error(model)
+            threshold = float(np.clip(spread, options.min_reprojection_error, options.max_reprojection_error))
+            ba_options.ceres.loss_function_scale = min(options.loss_scale, threshold)
+        thresholds.append(threshold)
         # Outliers leave after every round (after the last one too, so they are not in the result).
-        filtered += observations.filter_points3D_with_large_reprojection_error(
-            options.max_reprojection_error, set(model.point3D_ids())
-        )
+        filtered += observations.filter_points3D_with_large_reprojection_error(threshold, set(model.point3D_ids()))
         filtered += observations.filter_observations_with_negative_depth()
     solve_seconds = time.perf_counter() - start - setup_seconds
 
@@ -215,6 +245,7 @@ def bundle_adjust(
         "filtered_observations": float(filtered),
         "tracks_kept": float(kept.sum()),
         "observations_kept": float(observation_ok.sum()),
+        "filter_threshold_px": thresholds[-1] if thresholds else float("nan"),
     }
     return BundleResult(
         refined_intrinsics, distortion, refined_cam_to_world, refined_points, observation_ok, stats, reports

@@ -91,6 +91,12 @@ def test_process_writes_refined_cameras_and_colmap_tracks(tmp_path) -> None:
     lengths = [point.track.length() for point in model.points3D.values()]
     assert sum(length >= 2 for length in lengths) == rec.tracks.num_tracks
     assert model.compute_mean_reprojection_error() < 2.0
+    # The summary says how far the refinement moved the cameras (its own stats).
+    stats = rec.refine_stats
+    line = next(line for line in result.summary if line.startswith("Refinement moved the cameras"))
+    assert f"(max {stats['rotation_change_deg_max']:.2f})" in line
+    assert f"{stats['reprojection_err_px_initial']:.2f} -> {stats['reprojection_err_px_after']:.2f} px" in line
+    assert stats["rotation_change_deg_max"] > 0.5 > stats["reprojection_err_px_after"]
 
 
 def test_refined_distortion_is_written_with_the_cameras(tmp_path) -> None:
@@ -139,3 +145,28 @@ def test_auto_refine_options_keep_small_scenes_and_cheapen_large_ones() -> None:
     explicit = resolve_refine_options(replace(options, refine_samples=512, refine_flow_preset="medium"), 1000)
     assert (explicit.refine_samples, explicit.refine_flow_preset, explicit.refine_flow_stride) == (512, "medium", 16)
     assert resolve_refine_options(replace(options, refine_points=True), 1000).refine_points is True
+
+
+def test_flow_refinement_corrects_misplaced_global_pointmaps(tmp_path) -> None:
+    """Each view's global pointmap misplaced by ~0.6 deg (what pointmap tracks cannot see) plus a 5 % focal error
+    of the local head: the flow rounds (gate from the corrections' spread, predictions from local depth and the
+    refined cameras, adaptive outlier threshold) bring the cameras to a few hundredths of a degree."""
+    pytest.importorskip("cv2")
+    from benchmarks.bench_refine import textured_images
+
+    width, height = 256, 192
+    scene = make_scene(12, image_size=(width, height), arc_degrees=100, seed=5)
+    images = textured_images(scene, width, height)
+    noise = {"global_rotation_noise_deg": 0.6, "global_translation_noise": 0.009, "local_focal_noise": 0.05}
+    predictions = OraclePredictor(scene, images, **noise, **PIXEL_NOISE, seed=4)([im.tensor for im in images])
+    options = ReconstructOptions(device="cpu", colors="network", max_points=20_000, refine=True)
+    unrefined = reconstruct_from_predictions(images, predictions, replace(options, refine=False))
+    before = reconstruction_errors(unrefined, scene)
+    after = reconstruct_from_predictions(images, predictions, options)
+    errors = reconstruction_errors(after, scene)
+    assert before["rotation_err_deg"] > 1.0 and before["focal_err_rel"] > 0.04  # the errors are really there
+    assert errors["rotation_err_deg_median"] < 0.05 and errors["rotation_err_deg"] < 0.15
+    assert errors["focal_err_rel"] < 0.005
+    stats = after.refine_stats
+    assert stats["flow_rounds"] >= 1 and stats["reprojection_err_px_after"] < stats["reprojection_err_px_initial"]
+    assert stats["rotation_change_deg_max"] > 1.0 and not after.refine_unfixed and after.pose_ok.all()

@@ -29,8 +29,16 @@ class FlowOptions:
     """DIS preset: "ultrafast", "fast" or "medium". Default is "medium"."""
     max_roundtrip: float = 0.5
     """Largest forward-backward inconsistency |f_AB(p) + f_BA(p + f_AB(p))|, network pixels. Default is 0.5."""
-    max_correction: float = 6.0
-    """Largest distance between the refined flow and the pointmaps' prediction, network pixels. Default is 6.0."""
+    max_correction: float = 64.0
+    """Largest distance between the refined flow and the pointmaps' prediction, network pixels (a hard cap; the
+    adaptive gate below decides inside it). Default is 64.0."""
+    correction_spread: float = 3.0
+    """Adaptive gate: the corrections (refined flow minus prediction) of one directed pair are fitted by an affine
+    function of the pixel (the smooth part of the prediction's error: a misplaced view or camera); a match is kept
+    when its correction is within this many times the median distance to that fit (0 disables: the gate is then
+    ``max_correction`` on the correction itself). Default is 3.0."""
+    min_correction_gate: float = 1.0
+    """Smallest adaptive gate, network pixels. Default is 1.0."""
     min_gradient: float = 8.0
     """Smallest mean grey gradient magnitude (0-255 scale, 3x3 Sobel over a 5x5 box) at a kept pixel. Default is
     8.0."""
@@ -150,11 +158,39 @@ class PairFlow:
         target = anchors + step
         back = sample_flow(backward, target)
         roundtrip = np.linalg.norm(step + back, axis=-1)
-        correction = np.linalg.norm(step - predicted[0][row, col], axis=-1)
-        keep = (roundtrip <= options.max_roundtrip) & (correction <= options.max_correction)
-        keep &= np.isfinite(back).all(-1)
+        correction = step - predicted[0][row, col]
+        keep = (roundtrip <= options.max_roundtrip) & np.isfinite(back).all(-1) & np.isfinite(correction).all(-1)
+        keep &= np.linalg.norm(np.where(np.isfinite(correction), correction, np.inf), axis=-1) <= options.max_correction
+        if options.correction_spread > 0:
+            keep[keep] = correction_inliers(
+                anchors[keep], correction[keep], options.correction_spread, options.min_correction_gate
+            )
         index = np.flatnonzero(keep)
         return index, target[index], roundtrip[index]
+
+
+def correction_inliers(
+    pixels: np.ndarray,  # [N, 2]
+    correction: np.ndarray,  # [N, 2] refined flow minus predicted flow
+    spread: float,
+    min_gate: float,
+    iterations: int = 3,
+) -> np.ndarray:
+    """[N] bool: corrections within ``spread`` times the median distance (at least ``min_gate``) of a robust affine
+    fit correction ~ A [x, y, 1] (refitted on the inliers ``iterations`` times)."""
+    inlier = np.ones(len(pixels), dtype=bool)
+    if len(pixels) < 6:
+        return inlier
+    design = np.concatenate([pixels, np.ones((len(pixels), 1))], axis=1)
+    distance = np.linalg.norm(correction - np.median(correction, axis=0), axis=-1)
+    for _ in range(iterations):
+        gate = max(min_gate, spread * float(np.median(distance[inlier])))
+        inlier = distance <= gate
+        if inlier.sum() < 6:
+            break
+        model = np.linalg.lstsq(design[inlier], correction[inlier], rcond=None)[0]
+        distance = np.linalg.norm(correction - design @ model, axis=-1)
+    return distance <= max(min_gate, spread * float(np.median(distance[inlier])))
 
 
 def view_anchors(

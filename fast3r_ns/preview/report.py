@@ -111,6 +111,28 @@ def report_data(reconstruction: Reconstruction, command: str, timings: dict[str,
         "timings": timings,
         "total_seconds": float(sum(timings.values())),
         "advice": _advice(rec, status, notes, names),
+        "refinement": _refinement(rec, names),
+    }
+
+
+REFINE_FIELDS = (
+    "rotation_change_deg_median",
+    "rotation_change_deg_max",
+    "focal_change_median",
+    "focal_change_max",
+    "reprojection_err_px_initial",
+    "reprojection_err_px_after",
+)
+
+
+def _refinement(rec: Reconstruction, names: list[str]) -> dict | None:
+    """How far --refine moved the cameras and the views it could not fix (None without --refine)."""
+    stats = getattr(rec, "refine_stats", None) or {}
+    if not all(key in stats for key in REFINE_FIELDS):
+        return None
+    unfixed = getattr(rec, "refine_unfixed", None) or {}
+    return {key: float(stats[key]) for key in REFINE_FIELDS} | {
+        "unfixed_images": [{"name": names[int(v)], "why": str(why)} for v, why in unfixed.items()]
     }
 
 
@@ -309,6 +331,33 @@ img.figure{width:100%;height:auto;border:1px solid #e0e0e0}img.thumb{max-height:
 """
 
 
+def _refinement_html(refinement: dict | None) -> str:
+    """The "Refinement" section: camera motion, reprojection error, views not fixed ("" without --refine)."""
+    if refinement is None:
+        return ""
+    r = refinement
+    rows = [
+        (
+            "camera rotation change (deg), median / max",
+            f"{r['rotation_change_deg_median']:.3f} / {r['rotation_change_deg_max']:.3f}",
+        ),
+        ("focal change, median / max", f"{r['focal_change_median']:.2%} / {r['focal_change_max']:.2%}"),
+        (
+            "reprojection error (px, median), before / after",
+            f"{r['reprojection_err_px_initial']:.2f} / {r['reprojection_err_px_after']:.2f}",
+        ),
+    ]
+    cells = "".join(f'<tr><td>{html.escape(k)}</td><td class="num">{v}</td></tr>' for k, v in rows)
+    unfixed = r["unfixed_images"]
+    listed = "".join(f"<li>{html.escape(u['name'])}: {html.escape(u['why'])}</li>" for u in unfixed)
+    views = (
+        f'<p>Not fixed by the refinement:</p><ul id="unfixed">{listed}</ul>'
+        if unfixed
+        else ('<p id="unfixed">The refinement fixed every camera.</p>')
+    )
+    return f'<h2>Refinement</h2>\n<table id="refinement">{cells}</table>\n{views}\n'
+
+
 def _html(data: dict, png: bytes, thumbs: dict[int, tuple[str | None, str | None]], out_dir: Path) -> str:
     esc = html.escape
     title, color = _VERDICTS[data["verdict"]]
@@ -341,6 +390,7 @@ def _html(data: dict, png: bytes, thumbs: dict[int, tuple[str | None, str | None
     timing_rows = [f'<tr><td>{esc(k)}</td><td class="num">{v:.2f}</td></tr>' for k, v in data["timings"].items()]
     timing_rows.append(f'<tr><th>total</th><th class="num">{data["total_seconds"]:.2f}</th></tr>')
     advice = "".join(f"<li>{esc(a)}</li>" for a in data["advice"])
+    refinement = _refinement_html(data.get("refinement"))
     blob = json.dumps(data, indent=1).replace("</", "<\\/")
     png_url = f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}"
     return f"""<!DOCTYPE html>
@@ -365,7 +415,7 @@ time per stage">
 <h2>Focal lengths</h2>
 <table id="focal"><tr><th>image</th><th>fx (px)</th><th>fy (px)</th><th>horizontal FOV (deg)</th></tr>
 {"".join(focal_rows)}</table>
-<h2>Time per stage</h2>
+{refinement}<h2>Time per stage</h2>
 <table id="timings"><tr><th>stage</th><th>seconds</th></tr>{"".join(timing_rows)}</table>
 <h2>Command</h2>
 <pre id="command">{esc(data["command"])}</pre>

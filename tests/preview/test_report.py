@@ -113,3 +113,28 @@ def test_report_of_clean_reconstruction_without_extras(tmp_path: Path) -> None:
     assert re.search(rf"all {rec.num_images} images\s+70.0\s+71.0", element_text(text, "focal"))
     assert red_pixels(out / REPORT_PNG) == 0
     assert all(view.confidence_map is None for view in read_preview(out))
+
+
+def test_report_shows_what_the_refinement_moved_and_could_not_fix(tmp_path: Path) -> None:
+    rec = make_reconstruction(tmp_path / "input")
+    rec.refine_stats = {
+        "rotation_change_deg_median": 0.412,
+        "rotation_change_deg_max": 2.75,
+        "focal_change_median": 0.031,
+        "focal_change_max": 0.064,
+        "reprojection_err_px_initial": 7.31,
+        "reprojection_err_px_after": 0.42,
+    }
+    rec.refine_unfixed = {WEAK_VIEW: "12 flow observations, pose from pointmap tracks"}
+    text = write_report(tmp_path / "out", rec, make_confidence_maps(rec), command=COMMAND).read_text(encoding="utf-8")
+    data = report_json(text)["refinement"]
+    assert data["rotation_change_deg_max"] == 2.75 and data["reprojection_err_px_after"] == 0.42
+    name = rec.image_paths[WEAK_VIEW].name
+    assert data["unfixed_images"] == [{"name": name, "why": "12 flow observations, pose from pointmap tracks"}]
+    table = element_text(text, "refinement")
+    assert re.search(r"median / max\s+0\.412 / 2\.750", table)
+    assert re.search(r"3\.10% / 6\.40%", table) and re.search(r"7\.31 / 0\.42", table)
+    assert name in element_text(text, "unfixed")
+    unrefined = write_report(tmp_path / "plain", make_reconstruction(tmp_path / "input2"), None, command=COMMAND)
+    plain = unrefined.read_text(encoding="utf-8")
+    assert report_json(plain)["refinement"] is None and 'id="refinement"' not in plain
