@@ -22,27 +22,36 @@ def same_size_views(tiny: Path) -> list[torch.Tensor]:
     return base + [v.flip(-1) for v in base] + [v.flip(-2) for v in base]
 
 
+def forward_cases(model, cases, world_size: int) -> dict:
+    """{name: outputs gathered on rank 0 (None elsewhere), name_tokens: tokens per rank} of each (name, views,
+    method) case."""
+    from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
+
+    results = {}
+    for name, views, method in cases:
+        parallel = SequenceParallel(method=method)
+        mine, outputs = parallel_forward(model, views, parallel)
+        ranges = split_views(view_tokens(model, views), world_size)
+        results[name] = gather_outputs(mine, outputs, [v.shape for v in views], ranges)
+        results[name + "_tokens"] = parallel.tokens_per_rank
+    return results
+
+
 def run(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -> None:
     from fast3r_ns.distributed import DistributedFast3RPredictor, serve
     from fast3r_ns.model import Fast3R
-    from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
 
     torch.set_num_threads(1)
     # a file rendezvous: no TCP port to race for with other processes on the machine
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     tiny = Path(tiny)
     model = Fast3R.from_pretrained(tiny / "model").eval()
-    results = {}
-    for name, views, method in (
+    cases = (
         ("allgather_uneven", tiny_views(tiny), "allgather"),
         ("ring_even", same_size_views(tiny), "ring"),
         ("ring_uneven_falls_back", tiny_views(tiny), "ring"),
-    ):
-        parallel = SequenceParallel(method=method)
-        mine, outputs = parallel_forward(model, views, parallel)
-        ranges = split_views(view_tokens(model, views), world_size)
-        results[name] = gather_outputs(mine, outputs, [v.shape for v in views], ranges)
-        results[name + "_tokens"] = parallel.tokens_per_rank
+    )
+    results = forward_cases(model, cases, world_size)
     if rank == 0:
         predictor = DistributedFast3RPredictor(model, "cpu")
         results["predictor"] = predictor(same_size_views(tiny))
@@ -65,7 +74,6 @@ def many_views(tiny: Path, count: int) -> list[torch.Tensor]:
 def run_many(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -> None:
     """All-gather and ring forwards over 2 views per rank (and all-gather over uneven sizes), gathered on rank 0."""
     from fast3r_ns.model import Fast3R
-    from fast3r_ns.model.parallel import SequenceParallel, gather_outputs, parallel_forward, split_views, view_tokens
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
@@ -73,13 +81,8 @@ def run_many(rank: int, world_size: int, rendezvous: str, tiny: str, out: str) -
     model = Fast3R.from_pretrained(tiny / "model").eval()
     even = many_views(tiny, 2 * world_size)
     uneven = even[: world_size - 1] + tiny_views(tiny)[:2]  # sizes differ: the ring falls back to all-gather
-    results = {}
-    for name, views, method in (("allgather", even, "allgather"), ("ring", even, "ring"), ("uneven", uneven, "ring")):
-        parallel = SequenceParallel(method=method)
-        mine, outputs = parallel_forward(model, views, parallel)
-        ranges = split_views(view_tokens(model, views), world_size)
-        results[name] = gather_outputs(mine, outputs, [v.shape for v in views], ranges)
-        results[name + "_tokens"] = parallel.tokens_per_rank
+    cases = (("allgather", even, "allgather"), ("ring", even, "ring"), ("uneven", uneven, "ring"))
+    results = forward_cases(model, cases, world_size)
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
