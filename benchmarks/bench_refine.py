@@ -4,7 +4,7 @@ Synthetic scene (``make_scene``, cameras on a 300 degree arc) with the noisy ora
 local and global heads (3 % focal, 1 degree, 1 % of depth) plus 1 % depth noise, 0.3 % point noise, 2 % outliers.
 Errors are maxima (and means) over views after the global similarity; translation relative to the room diagonal.
 Images are textured (``textured_images``): each pixel coloured by a procedural texture of its TRUE world point, so
-the views are photometrically consistent and optical flow (``refine_tracks="flow"``) has something to track.
+the views are photometrically consistent and optical flow (``RefineOptions.tracks="flow"``) has something to track.
 
     PYTHONPATH=. python benchmarks/bench_refine.py --views 100 --width 512 --height 384
     PYTHONPATH=. python benchmarks/bench_refine.py --views 1000 --width 256 --height 192
@@ -14,6 +14,7 @@ the views are photometrically consistent and optical flow (``refine_tracks="flow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import time
@@ -22,10 +23,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, append, commit, device_name, device_slug
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+from fast3r_ns import PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions, reconstruct_from_predictions
 from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
-from fast3r_ns.refinement import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 from fast3r_ns.testing.scene import Scene
@@ -89,16 +89,16 @@ def run(
     start = time.perf_counter()
     predictions = OraclePredictor(scene, images, **NOISE, seed=seed)([im.tensor for im in images])
     generate_seconds = time.perf_counter() - start
-    options = {"device": device, "colors": "network"}
-    before = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
+    options = ReconstructOptions(points=PointOptions(colors="network"), device=device)
+    before = reconstruct_from_predictions(images, predictions, options)
     rss_before = _peak_gib()
     start = time.perf_counter()
-    after_options = ReconstructOptions(
-        refine=True, refine_points=refine_points, refine_large_views=large_views, **options
+    refine = RefineOptions(
+        enabled=True, large_views=large_views, bundle=RefineBundleOptions(refine_points=refine_points)
     )
-    after = reconstruct_from_predictions(images, predictions, after_options)
+    after = reconstruct_from_predictions(images, predictions, dataclasses.replace(options, refine=refine))
     total = time.perf_counter() - start
-    resolved = resolve_refine_options(after_options, views)
+    resolved = refine.resolved(views)
     error_before, error_after = _errors(before, scene), _errors(after, scene)
     return {
         "bench": "refine",
@@ -111,9 +111,9 @@ def run(
         "width": width,
         "dtype": "fp32",
         "images": "textured",
-        "refine_tracks": after_options.refine_tracks,
+        "refine_tracks": resolved.tracks,
         "refine_large_views": large_views,
-        **{key: getattr(resolved, key) for key in REFINE_AUTO_VALUES},
+        "refine_options": dataclasses.asdict(resolved),  # the None/"auto" values resolved for this scene size
         **NOISE,
         "seconds": after.timings["refine"],
         "reconstruct_seconds": total,
@@ -144,8 +144,8 @@ def main() -> None:
     parser.add_argument(
         "--large-views",
         type=int,
-        default=ReconstructOptions.refine_large_views,
-        help="refine_large_views: above it the large-scene refinement settings (a huge value forces the small ones)",
+        default=RefineOptions.large_views,
+        help="RefineOptions.large_views: above it the large-scene refinement settings (a huge value: the small ones)",
     )
     parser.add_argument(
         "--device",

@@ -10,7 +10,24 @@ from typing import TYPE_CHECKING
 from .imports import lazy_exports
 
 if TYPE_CHECKING:
-    from .pipeline import ReconstructOptions, reconstruct, reconstruct_from_predictions
+    from .options import (
+        CameraOptions,
+        PointOptions,
+        ReconstructOptions,
+        RefineBundleOptions,
+        RefineFlowOptions,
+        RefineOptions,
+    )
+    from .pipeline import reconstruct, reconstruct_from_predictions
 
-__all__ = ["ReconstructOptions", "reconstruct", "reconstruct_from_predictions"]
-__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".pipeline"))
+__all__ = [
+    "CameraOptions",
+    "PointOptions",
+    "ReconstructOptions",
+    "RefineBundleOptions",
+    "RefineFlowOptions",
+    "RefineOptions",
+    "reconstruct",
+    "reconstruct_from_predictions",
+]
+__getattr__ = lazy_exports(__name__, {n: ".options" if n.endswith("Options") else ".pipeline" for n in __all__})

@@ -22,7 +22,7 @@ from .io.images import PreparedImage
 from .predictions import Output, first_item
 
 if TYPE_CHECKING:
-    from .pipeline import ReconstructOptions
+    from .options import CameraOptions, ReconstructOptions
 
 Progress = Callable[[str], None]
 
@@ -44,15 +44,16 @@ def recover_cameras(
     device: torch.device,
     progress: Progress | None = None,
 ) -> Cameras:
-    """Intrinsics of the original images and camera-to-world poses by ``options.focal_mode``; implausible focal
-    lengths are clamped and noted (``check_focal``)."""
-    if options.focal_mode == "official":
-        cameras = _cameras_official(images, predictions, options, progress)
-    elif options.focal_mode in ("per-view", "shared"):
-        cameras = _cameras_robust(images, predictions, options, device, progress)
+    """Intrinsics of the original images and camera-to-world poses by ``options.cameras.focal_mode``; implausible
+    focal lengths are clamped and noted (``check_focal``)."""
+    camera_options, chunk_views = options.cameras, options.chunk_views
+    if camera_options.focal_mode == "official":
+        cameras = _cameras_official(images, predictions, camera_options, chunk_views, progress)
+    elif camera_options.focal_mode in ("per-view", "shared"):
+        cameras = _cameras_robust(images, predictions, camera_options, chunk_views, device, progress)
     else:
-        raise ValueError(f"unknown focal_mode {options.focal_mode!r}")
-    check_focal(images, cameras, options)
+        raise ValueError(f"unknown focal_mode {camera_options.focal_mode!r}")
+    check_focal(images, cameras, camera_options)
     return cameras
 
 
@@ -63,7 +64,8 @@ def original_center(image: PreparedImage) -> np.ndarray:
 def _cameras_robust(
     images: Sequence[PreparedImage],
     predictions: Sequence[Output],
-    options: ReconstructOptions,
+    options: CameraOptions,
+    chunk_views: int,
     device: torch.device,
     progress: Progress | None,
 ) -> Cameras:
@@ -84,8 +86,8 @@ def _cameras_robust(
     cam_to_world = np.empty((count, 4, 4))
     scale = np.empty(count)
     notes: list[str] = []
-    for begin in range(0, count, options.chunk_views):
-        chunk = samples[begin : begin + options.chunk_views]
+    for begin in range(0, count, chunk_views):
+        chunk = samples[begin : begin + chunk_views]
         if options.focal_mode == "per-view":
             rays, offsets, weights = _stack(
                 [s["rays"] for s in chunk], [s["offsets"] for s in chunk], [s["focal_weights"] for s in chunk], device
@@ -124,7 +126,7 @@ def _cameras_robust(
     return Cameras(intrinsics, cam_to_world, scale, notes)
 
 
-def _solver_sample(image: PreparedImage, prediction: Output, options: ReconstructOptions) -> dict[str, torch.Tensor]:
+def _solver_sample(image: PreparedImage, prediction: Output, options: CameraOptions) -> dict[str, torch.Tensor]:
     """A regular grid subsample of one view's confident pixels, with what the focal and pose solvers need."""
     width, height = image.size
     stride = max(1, int(math.floor(math.sqrt(width * height / max(1, options.solver_points)))))
@@ -168,7 +170,8 @@ def _stack(
 def _cameras_official(
     images: Sequence[PreparedImage],
     predictions: Sequence[Output],
-    options: ReconstructOptions,
+    options: CameraOptions,
+    chunk_views: int,
     progress: Progress | None,
 ) -> Cameras:
     """Official recovery: view 0's focal (network pixels of view 0) for every view, PnP-RANSAC per view."""
@@ -208,12 +211,12 @@ def _cameras_official(
         else:
             cam_to_world[view] = pose
             notes.append("")
-        if progress and (view + 1) % options.chunk_views == 0:
+        if progress and (view + 1) % chunk_views == 0:
             progress(f"cameras: {view + 1}/{count} views")
     return Cameras(intrinsics, cam_to_world, np.full(count, np.nan), notes)
 
 
-def check_focal(images: Sequence[PreparedImage], cameras: Cameras, options: ReconstructOptions) -> None:
+def check_focal(images: Sequence[PreparedImage], cameras: Cameras, options: CameraOptions) -> None:
     """Mark views whose focal is non-finite or implausible and clamp it into ``focal_range`` (in place), so every
     written camera stays usable (a NaN becomes the official 60-degree fallback)."""
     low, high = options.focal_range

@@ -23,7 +23,7 @@ from .reconstruction import PointTracks
 if TYPE_CHECKING:
     from .cameras import Cameras
     from .geometry.tracks import Tracks
-    from .pipeline import ReconstructOptions
+    from .options import PointOptions, ReconstructOptions
 
 Progress = Callable[[str], None]
 
@@ -68,7 +68,7 @@ def build_point_cloud(
         conf = np.concatenate([conf, (np.add.reduceat(tracks.confidence, first) / members).astype(np.float32)])
         view = np.concatenate([view, tracks.view[first]])  # a track point's colour: its first observation
         network_xy = np.concatenate([network_xy, tracks.pixel[first]])
-    pixels, colors = _pixels_and_colors(images, view, network_xy, options)
+    pixels, colors = _pixels_and_colors(images, view, network_xy, options.points)
     return PointCloud(points, colors, conf, view.astype(np.int32), pixels, view_confidence, point_tracks)
 
 
@@ -82,16 +82,17 @@ def _dense_points(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(points, confidence, view, network pixel centre) of the thinned cloud and each view's median confidence."""
     count = len(images)
-    per_view_cap = int(math.ceil(4 * options.max_points / count))
-    sampler = PointSampler(per_view_cap, seed=options.seed)
-    use_local = options.point_source == "local" and options.focal_mode != "official"
+    points_options = options.points
+    per_view_cap = int(math.ceil(4 * points_options.max_points / count))
+    sampler = PointSampler(per_view_cap, seed=points_options.seed)
+    use_local = points_options.point_source == "local" and options.cameras.focal_mode != "official"
     view_confidence = np.empty(count)
     for view, prediction in enumerate(predictions):
         conf = first_item(prediction["conf"]).reshape(-1).to(device, torch.float32)
         view_confidence[view] = float(conf.nanmedian())
-        if options.drop_untrusted_views and cameras.notes[view]:
+        if points_options.drop_untrusted_views and cameras.notes[view]:
             continue
-        mask = confidence_mask(conf[None], options.conf_percentile, options.min_confidence)[0]
+        mask = confidence_mask(conf[None], points_options.conf_percentile, points_options.min_confidence)[0]
         if use_local:
             pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
             local = first_item(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
@@ -103,7 +104,7 @@ def _dense_points(
         sampler.add(view, points[index], conf[index], index)
         if progress and (view + 1) % options.chunk_views == 0:
             progress(f"points: {view + 1}/{count} views")
-    points, conf, view_index, pixel_index = sampler.finish(options.max_points, device)
+    points, conf, view_index, pixel_index = sampler.finish(points_options.max_points, device)
     view_np, pixel_np = view_index.numpy().astype(np.int64), pixel_index.numpy().astype(np.int64)
     widths = np.array([image.size[0] for image in images], dtype=np.int64)
     network_xy = np.stack([pixel_np % widths[view_np] + 0.5, pixel_np // widths[view_np] + 0.5], axis=-1)
@@ -111,7 +112,7 @@ def _dense_points(
 
 
 def _pixels_and_colors(
-    images: Sequence[PreparedImage], view: np.ndarray, network_xy: np.ndarray, options: ReconstructOptions
+    images: Sequence[PreparedImage], view: np.ndarray, network_xy: np.ndarray, options: PointOptions
 ) -> tuple[np.ndarray, np.ndarray]:
     """Original-image pixel and RGB of every point (network pixel ``network_xy`` in image ``view``)."""
     count = len(images)

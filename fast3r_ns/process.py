@@ -33,6 +33,7 @@ from .runtime import check_device, load_model, load_predictor
 
 if TYPE_CHECKING:
     from .io.images import PreparedImage
+    from .options import ReconstructOptions
     from .predictions import Predictor
     from .reconstruction import Reconstruction
 
@@ -336,23 +337,24 @@ def _load_network_images(paths: list[Path], size: int, progress: Progress) -> li
     return images
 
 
-def reconstruct_options(config: ProcessConfig):
-    """The ``ReconstructOptions`` of the command-line flags (unset flags keep the pipeline's defaults)."""
-    from .pipeline import ReconstructOptions
+def reconstruct_options(config: ProcessConfig) -> ReconstructOptions:
+    """The ``ReconstructOptions`` of the command-line flags: the one place where flags map onto options (unset
+    flags keep the pipeline's defaults)."""
+    from .options import CameraOptions, PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions
 
-    values = {
-        "focal_mode": config.focal_mode,
-        "conf_percentile": config.conf_percentile,
-        "min_confidence": config.min_confidence,
-        "max_points": config.max_points,
-        "device": config.device,
-        "refine": config.refine,
-        "refine_distortion": config.refine_distortion,
-        "refine_tracks": config.refine_tracks,
-        "max_views_per_pass": config.max_views_per_pass,
-        "colmap_tracks": config.colmap_tracks,
-    }
-    return ReconstructOptions(**{k: v for k, v in values.items() if v is not None})
+    points = {"conf_percentile": config.conf_percentile, "min_confidence": config.min_confidence}
+    points |= {"max_points": config.max_points}
+    return ReconstructOptions(
+        cameras=CameraOptions(focal_mode=config.focal_mode),
+        points=PointOptions(colmap_tracks=config.colmap_tracks, **{k: v for k, v in points.items() if v is not None}),
+        refine=RefineOptions(
+            enabled=config.refine,
+            tracks=config.refine_tracks,
+            bundle=RefineBundleOptions(refine_distortion=config.refine_distortion),
+        ),
+        device=config.device,
+        max_views_per_pass=config.max_views_per_pass,
+    )
 
 
 def _reconstruct(

@@ -23,7 +23,7 @@ from .io.images import PreparedImage
 from .predictions import Output, first_item
 
 if TYPE_CHECKING:
-    from .pipeline import ReconstructOptions
+    from .options import ReconstructOptions, RefineBundleOptions, RefineFlowOptions
 
 Progress = Callable[[str], None]
 
@@ -48,34 +48,36 @@ def refine_cameras(
 ) -> Refined:
     """Tracks (flow or pointmaps), bundle adjustment; updates ``cameras`` in place (see ``fast3r_ns.refine``).
     With flow tracks: pointmap tracks first, then rounds of flow predicted from the current cameras + adjustment
-    until the cameras stop moving (``refine_flow_rounds``, ``refine_flow_tolerance_deg``)."""
+    until the cameras stop moving (``RefineOptions.flow``: ``rounds``, ``tolerance_deg``). The None/"auto" values
+    of ``options.refine`` are resolved for the number of views first (``RefineOptions.resolved``)."""
     from .refine_rounds import focal_changes, rotation_changes
 
-    options = resolve_refine_options(options, len(images))
+    options = replace(options, refine=options.refine.resolved(len(images)))
+    refine, flow = options.refine, options.refine.flow
     initial_intrinsics, initial_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
     start = time.perf_counter()
-    if options.refine_tracks not in ("pointmaps", "flow"):
-        raise ValueError(f"unknown refine_tracks {options.refine_tracks!r}")
+    if refine.tracks not in ("pointmaps", "flow"):
+        raise ValueError(f"unknown refine tracks {refine.tracks!r}")
     if progress:
         progress(f"refine: pointmap tracks over {len(images)} views")
     result = _adjust(images, cameras, _pointmap_tracks(predictions, cameras, options), options, None, start)
     initial_error = result.stats["reprojection_err_px_before"]
-    if options.refine_tracks == "pointmaps":
+    if refine.tracks == "pointmaps":
         return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
     first_stage = {f"pointmaps_{key}": value for key, value in result.stats.items() if key.endswith("seconds")}
     fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
     rounds: list[dict[str, float]] = []
     unfixed: dict[int, str] = {}
     reverted = 0
-    for index in range(max(1, options.refine_flow_rounds)):
+    for index in range(max(1, flow.rounds)):
         start = time.perf_counter()
         if progress:
             progress(f"refine: flow round {index + 1} over {len(images)} views")
         prior_intrinsics, prior_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
-        tracks = _flow_tracks(images, predictions, cameras, options, from_depth=index > 0 or options.refine_flow_depth)
+        tracks = _flow_tracks(images, predictions, cameras, options, from_depth=index > 0 or flow.depth)
         multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
         counts = np.bincount(tracks.view[multi_view], minlength=len(images))
-        held = counts < options.refine_flow_min_observations
+        held = counts < flow.min_observations
         if held.all():  # e.g. textureless images: the previous stage is the result
             break
         previous = (result, unfixed)
@@ -91,9 +93,9 @@ def refine_cameras(
             result, unfixed = previous
             reverted = index + 1
             break
-        if np.nanmax(turned) < options.refine_flow_tolerance_deg and zoomed.max() < options.refine_flow_tolerance_focal:
+        if np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
             break
-    result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, options, set(unfixed))
+    result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, flow, set(unfixed))
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
         "flow_round_reverted": float(reverted),
@@ -107,7 +109,7 @@ def _guard(
     cameras: Cameras,
     intrinsics: np.ndarray,
     cam_to_world: np.ndarray,
-    options: ReconstructOptions,
+    flow: RefineFlowOptions,
     held: set[int],
 ) -> dict[int, str]:
     """Views the flow adjustment moved far from the prediction without support (``refine_rounds.unsupported_views``):
@@ -133,9 +135,9 @@ def _guard(
         focal_changes(intrinsics, cameras.intrinsics),
         observations,
         reprojection,
-        options.refine_flow_min_observations,
-        options.refine_guard_deg,
-        options.refine_guard_focal,
+        flow.min_observations,
+        flow.guard_deg,
+        flow.guard_focal,
     )
     for view, why in flagged.items():
         cameras.notes[view] = f"{cameras.notes[view]}; {why}" if cameras.notes[view] else why
@@ -169,26 +171,28 @@ def _adjust(
     held: np.ndarray | None,
     start: float,
 ) -> Refined:
-    """Bundle adjustment of ``cameras`` (in place) on ``tracks``; ``held`` views keep their pose."""
+    """Bundle adjustment of ``cameras`` (in place) on ``tracks``; ``held`` views keep their pose (flow tracks;
+    None: pointmap tracks)."""
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
+    bundle = options.refine.bundle
     original = _to_original(images, tracks)
     track_seconds = time.perf_counter() - start
     sizes = np.array([image.original_size for image in images])
     pointmap_tracks = held is None
-    free_points = options.refine_points if options.refine_points is not None else not pointmap_tracks
+    free_points = bundle.refine_points if bundle.refine_points is not None else not pointmap_tracks
     held = np.zeros(len(images), dtype=bool) if held is None else held
-    adaptive_spread = 0.0 if pointmap_tracks else options.refine_flow_filter_spread
+    adaptive_spread = 0.0 if pointmap_tracks else options.refine.flow.filter_spread
     bundle_options = BundleOptions(
-        refine_focal=options.refine_focal != "fixed",
-        refine_principal_point=options.refine_principal_point,
-        refine_distortion=options.refine_distortion,
+        refine_focal=bundle.focal != "fixed",
+        refine_principal_point=bundle.refine_principal_point,
+        refine_distortion=bundle.refine_distortion,
         refine_points=free_points,
-        camera_groups=_camera_groups(sizes, cameras.intrinsics, options),
+        camera_groups=_camera_groups(sizes, cameras.intrinsics, bundle),
         constant_poses=held,
-        max_reprojection_error=options.refine_max_error,
-        max_iterations=options.refine_iterations,
-        num_threads=options.refine_threads,
+        max_reprojection_error=bundle.max_reprojection_error,
+        max_iterations=bundle.max_iterations,
+        num_threads=bundle.num_threads,
         **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
     )
     points = tracks.points[tracks.track]
@@ -206,7 +210,7 @@ def _adjust(
     cameras.intrinsics, cameras.cam_to_world = result.intrinsics, result.cam_to_world
     tracks.points = result.points
     ok = result.observation_ok & np.isfinite(result.points).all(-1)[tracks.track]
-    distortion = result.distortion if options.refine_distortion else None
+    distortion = result.distortion if bundle.refine_distortion else None
     after = reprojection_errors(
         result.intrinsics,
         result.cam_to_world,
@@ -228,30 +232,6 @@ def _adjust(
         "held_views": float(held.sum()),
     }
     return Refined(kept, original[ok], stats, distortion)
-
-
-# Values of the None/"auto" refinement options: (up to ``refine_large_views`` views, above).
-REFINE_AUTO_VALUES = {
-    "refine_points": (None, False),
-    "refine_flow_preset": ("medium", "fast"),
-    "refine_flow_stride": (8, 16),
-    "refine_flow_pair_matches": (1024, 256),
-    "refine_samples": (2048, 1024),
-    "refine_iterations": (50, 25),
-    # Issue #17 (flow rounds from local depth, adaptive gates): measured up to 300 views; larger scenes keep the
-    # one-round method of the 1000-view measurements until measured.
-    "refine_flow_rounds": (3, 1),
-    "refine_flow_depth": (True, False),
-    "refine_flow_filter_spread": (5.0, 0.0),
-    "refine_flow_gate_spread": (3.0, 0.0),
-}
-
-
-def resolve_refine_options(options: ReconstructOptions, views: int) -> ReconstructOptions:
-    """``options`` with the None/"auto" refinement options replaced by their values for ``views`` views."""
-    large = views > options.refine_large_views
-    values = {key: pair[large] for key, pair in REFINE_AUTO_VALUES.items() if getattr(options, key) in (None, "auto")}
-    return replace(options, **values)
 
 
 def _flow_tracks(
@@ -286,46 +266,48 @@ def _flow_tracks(
             )
             for p, world, intrinsics, cam_to_world in zip(predictions, pointmaps, network, cameras.cam_to_world)
         ]
+    flow = options.refine.flow
     tracks = flow_tracks(
         [grey_image(image.tensor) for image in images],
         pointmaps,
         [first_item(p["conf"]) for p in predictions],
         network,
         cameras.cam_to_world,
-        options.refine_neighbors,
+        options.refine.neighbors,
         FlowOptions(
-            preset=options.refine_flow_preset,
-            stride=options.refine_flow_stride,
-            max_pair_matches=options.refine_flow_pair_matches,
-            correction_spread=options.refine_flow_gate_spread,
-            max_correction=64.0 if options.refine_flow_gate_spread else 6.0,
+            preset=flow.preset,
+            stride=flow.stride,
+            max_pair_matches=flow.max_pair_matches,
+            correction_spread=flow.correction_spread,
+            max_correction=64.0 if flow.correction_spread else 6.0,
         ),
-        options.conf_percentile,
-        options.min_confidence,
+        options.points.conf_percentile,
+        options.points.min_confidence,
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
 
 
 def _pointmap_tracks(predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions) -> Tracks:
     """Tracks of grid pixels whose global points coincide, moved to sub-pixel positions (``geometry.tracks``)."""
+    refine, points_options = options.refine, options.points
     global_maps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     samples = [
         sample_view(
-            points, first_item(p["conf"]), options.refine_samples, options.conf_percentile, options.min_confidence
+            points, first_item(p["conf"]), refine.samples, points_options.conf_percentile, points_options.min_confidence
         )
         for points, p in zip(global_maps, predictions)
     ]
     tracks = build_tracks(
-        samples, cameras.cam_to_world, neighbors=options.refine_neighbors, max_pair_matches=options.refine_pair_matches
+        samples, cameras.cam_to_world, neighbors=refine.neighbors, max_pair_matches=refine.max_pair_matches
     )
     tracks.pixel = subpixel_observations(tracks, global_maps)
     return tracks.select(np.isfinite(tracks.pixel).all(-1))
 
 
-def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: ReconstructOptions) -> np.ndarray:
-    """[V] camera of each image in the bundle adjustment (see ``refine_focal``)."""
+def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, bundle: RefineBundleOptions) -> np.ndarray:
+    """[V] camera of each image in the bundle adjustment (see ``RefineBundleOptions.focal``)."""
     count = len(sizes)
-    if options.refine_focal != "grouped":
+    if bundle.focal != "grouped":
         return np.arange(count)
     # Same size, focal within the tolerance of the group's smallest: sorted, a new group starts at each gap.
     group = np.empty(count, dtype=np.int64)
@@ -336,7 +318,7 @@ def _camera_groups(sizes: np.ndarray, intrinsics: np.ndarray, options: Reconstru
         members = members[np.argsort(intrinsics[members, 0], kind="stable")]
         first = intrinsics[members[0], 0]
         for member in members:
-            if intrinsics[member, 0] > first * (1.0 + options.refine_focal_tolerance):
+            if intrinsics[member, 0] > first * (1.0 + bundle.focal_tolerance):
                 next_group, first = next_group + 1, intrinsics[member, 0]
             group[member] = next_group
         next_group += 1
@@ -365,11 +347,11 @@ def colmap_model_tracks(
         cameras.intrinsics,
         cameras.cam_to_world,
         np.array([note == "" for note in cameras.notes]),
-        samples_per_view=options.colmap_track_samples,
-        neighbors=options.refine_neighbors,
-        max_pair_matches=options.refine_pair_matches,
-        conf_percentile=options.conf_percentile,
-        min_confidence=options.min_confidence,
-        max_error=options.refine_max_error,
+        samples_per_view=options.points.colmap_track_samples,
+        neighbors=options.refine.neighbors,
+        max_pair_matches=options.refine.max_pair_matches,
+        conf_percentile=options.points.conf_percentile,
+        min_confidence=options.points.min_confidence,
+        max_error=options.refine.bundle.max_reprojection_error,
     )
     return Refined(tracks, original, stats={})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fast3r_ns import ReconstructOptions, reconstruct
+from fast3r_ns import PointOptions, ReconstructOptions, reconstruct
 from fast3r_ns.chunked import (
     ChunkedPredictor,
     estimate_pass_gib,
@@ -91,7 +91,9 @@ def test_chunked_cameras_match_ground_truth_like_one_pass(scene_images) -> None:
     truth = scene.cam_to_world_in_view0()
     focal = np.array([c.intrinsics[0] for c in scene.cameras])
     exact = OraclePredictor(scene, images, call_scale_jitter=0.5, call_frame_jitter=5.0)
-    options = ReconstructOptions(device="cpu", max_points=2000, max_views_per_pass=8, anchor_views=2)
+    options = ReconstructOptions(
+        points=PointOptions(max_points=2000), device="cpu", max_views_per_pass=8, anchor_views=2
+    )
     result = reconstruct(images, exact, options)
     errors = camera_errors(result.cam_to_world, truth, scene.size)
     assert result.pose_ok.all()  # same tolerances as one pass on exact pointmaps (tests/test_pipeline.py)

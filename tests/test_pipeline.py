@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fast3r_ns import ReconstructOptions, reconstruct, reconstruct_from_predictions
+from fast3r_ns import CameraOptions, PointOptions, ReconstructOptions, reconstruct, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import camera_errors
@@ -45,7 +45,7 @@ def test_exact_pointmaps_give_exact_cameras(mixed) -> None:
 
 def test_reprojection_refinement_keeps_exact_cameras(mixed) -> None:
     scene, images = mixed
-    options = ReconstructOptions(refine_poses=True, device="cpu", max_points=1000)
+    options = ReconstructOptions(CameraOptions(refine_poses=True), PointOptions(max_points=1000), device="cpu")
     result = reconstruct(images, OraclePredictor(scene, images, seed=1), options)
     errors = camera_errors(result.cam_to_world, scene.cam_to_world_in_view0(), scene.size)
     assert result.pose_ok.all()
@@ -58,7 +58,7 @@ def test_default_mode_beats_official_on_noisy_mixed_cameras(mixed) -> None:
     predictor = OraclePredictor(scene, images, **NOISE, seed=7)
     truth = scene.cam_to_world_in_view0()
     ours = reconstruct(images, predictor, ReconstructOptions(device="cpu"))
-    official = reconstruct(images, predictor, ReconstructOptions(focal_mode="official"))
+    official = reconstruct(images, predictor, ReconstructOptions(CameraOptions(focal_mode="official")))
     ours_errors = camera_errors(ours.cam_to_world, truth, scene.size)
     official_errors = camera_errors(official.cam_to_world, truth, scene.size)
     assert ours.pose_ok.all()
@@ -74,7 +74,7 @@ def test_shared_focal_for_one_camera(tmp_path) -> None:
     scene = make_scene(4, image_size=(180, 120), focal_factors=1.1, seed=5)
     images = load_images(scene.write_images(tmp_path), size=96)
     predictor = OraclePredictor(scene, images, **NOISE, seed=1)
-    result = reconstruct(images, predictor, ReconstructOptions(focal_mode="shared", device="cpu"))
+    result = reconstruct(images, predictor, ReconstructOptions(CameraOptions(focal_mode="shared"), device="cpu"))
     assert result.shared_intrinsics and np.ptp(result.intrinsics[:, 0]) == 0
     assert _focal_errors(result, scene).max() < 0.005
     np.testing.assert_allclose(result.intrinsics[:, 2:], [[90.0, 60.0]] * 4)
@@ -86,9 +86,9 @@ def test_official_half_pixel_offset_and_centered_variant(tmp_path) -> None:
     images = load_images(scene.write_images(tmp_path), size=96)
     predictor = OraclePredictor(scene, images)
     truth = scene.cam_to_world_in_view0()
-    official = reconstruct(images, predictor, ReconstructOptions(focal_mode="official"))
+    official = reconstruct(images, predictor, ReconstructOptions(CameraOptions(focal_mode="official")))
     centered = reconstruct(
-        images, predictor, ReconstructOptions(focal_mode="official", official_principal_point="centered")
+        images, predictor, ReconstructOptions(CameraOptions(focal_mode="official", official_principal_point="centered"))
     )
     # Official pp (W/2, H/2) on integer pixels = continuous (W/2 + 0.5, H/2 + 0.5) network px, 0.9375 original px.
     np.testing.assert_allclose(official.intrinsics[:, 2:], [[90.9375, 60.9375]] * 4)
@@ -102,7 +102,8 @@ def test_point_cloud_pixels_colours_and_filters(mixed) -> None:
     scene, images = mixed
     # the dense cloud alone (the COLMAP model's multi-view track points are tested in tests/nerfstudio/test_readers.py)
     options = ReconstructOptions(
-        max_points=6000, conf_percentile=20, min_confidence=3.0, device="cpu", colmap_tracks=False
+        points=PointOptions(max_points=6000, conf_percentile=20, min_confidence=3.0, colmap_tracks=False),
+        device="cpu",
     )
     result = reconstruct(images, OraclePredictor(scene, images, normalize=False, seed=2), options)
     count = len(result.points)
@@ -158,7 +159,7 @@ def test_official_mode_matches_fixtures() -> None:
             }
             for v in range(len(images))
         ]
-        options = ReconstructOptions(focal_mode="official", colors="network")
+        options = ReconstructOptions(CameraOptions(focal_mode="official"), PointOptions(colors="network"))
         result = reconstruct_from_predictions(images, predictions, options)
         focal = fixture["est_first_view_from_global_head_focals"]
         np.testing.assert_allclose(result.intrinsics[:, 0], focal, rtol=1e-3)
@@ -172,7 +173,9 @@ def test_official_mode_matches_fixtures() -> None:
         )
         assert result.pose_ok.all()
         # Our default mode on the same data is at least as close to the ground truth.
-        ours = reconstruct_from_predictions(images, predictions, ReconstructOptions(colors="network", device="cpu"))
+        ours = reconstruct_from_predictions(
+            images, predictions, ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
+        )
         gt = camera_errors(ours.cam_to_world, fixture["gt_c2w_in_cam0"], size)
         assert gt["rotation_err_deg"].max() < 0.05 and gt["translation_err_rel"].max() < 1e-3
         np.testing.assert_allclose(ours.intrinsics[:, 0], fixture["gt_focal"], rtol=2e-3)
@@ -190,7 +193,8 @@ def test_mismatched_predictions_are_rejected(mixed) -> None:
 def test_local_point_source_and_network_colours(mixed) -> None:
     scene, images = mixed
     options = ReconstructOptions(
-        point_source="local", colors="network", max_points=3000, device="cpu", colmap_tracks=False
+        points=PointOptions(point_source="local", colors="network", max_points=3000, colmap_tracks=False),
+        device="cpu",
     )
     result = reconstruct(images, OraclePredictor(scene, images, seed=4), options)
     # Local points moved by the estimated similarity land where the global head puts them (exact data).

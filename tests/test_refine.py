@@ -11,10 +11,10 @@ import pytest
 import torch
 from rich.console import Console
 
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+from fast3r_ns import PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
+from fast3r_ns.options import REFINE_AUTO_VALUES, with_values
 from fast3r_ns.process import ProcessConfig, process
-from fast3r_ns.refinement import REFINE_AUTO_VALUES, resolve_refine_options
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 
@@ -31,9 +31,11 @@ def noisy():
     blank = torch.zeros(1, 3, 1, 1).expand(1, 3, height, width)  # the geometry reads no pixel with colors="network"
     images = [PreparedImage(f"v{i}.png", blank, (width, height), (width, height), (0, 0)) for i in range(16)]
     predictions = OraclePredictor(scene, images, **VIEW_ERRORS, **PIXEL_NOISE, seed=1)([im.tensor for im in images])
-    options = {"device": "cpu", "colors": "network", "max_points": 20_000}
-    before = reconstruct_from_predictions(images, predictions, ReconstructOptions(colmap_tracks=False, **options))
-    after = reconstruct_from_predictions(images, predictions, ReconstructOptions(refine=True, **options))
+    points = PointOptions(colors="network", max_points=20_000)
+    unrefined = ReconstructOptions(points=replace(points, colmap_tracks=False), device="cpu")
+    before = reconstruct_from_predictions(images, predictions, unrefined)
+    refined = ReconstructOptions(points=points, refine=RefineOptions(enabled=True), device="cpu")
+    after = reconstruct_from_predictions(images, predictions, refined)
     return scene, before, after
 
 
@@ -128,22 +130,25 @@ def test_focal_groups_share_a_camera_only_within_the_tolerance() -> None:
     sizes = np.array([[640, 480]] * 4 + [[480, 640]])
     focal = np.array([500.0, 505.0, 700.0, 502.0, 500.0])
     intrinsics = np.stack([focal, focal, np.full(5, 320.0), np.full(5, 240.0)], axis=1)
-    group = _camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="grouped"))
+    group = _camera_groups(sizes, intrinsics, RefineBundleOptions(focal="grouped"))
     assert group[0] == group[1] == group[3] and len(set(group.tolist())) == 3
-    assert len(set(_camera_groups(sizes, intrinsics, ReconstructOptions(refine_focal="per-view")).tolist())) == 5
+    assert len(set(_camera_groups(sizes, intrinsics, RefineBundleOptions(focal="per-view")).tolist())) == 5
 
 
 def test_auto_refine_options_keep_small_scenes_and_cheapen_large_ones() -> None:
-    options = ReconstructOptions(refine=True)
-    small, large = resolve_refine_options(options, 300), resolve_refine_options(options, 301)
-    assert (small.refine_flow_preset, small.refine_flow_stride, small.refine_flow_pair_matches) == ("medium", 8, 1024)
-    assert (small.refine_samples, small.refine_iterations) == (2048, 50)
-    for key, (small_value, large_value) in REFINE_AUTO_VALUES.items():
-        assert getattr(small, key) == small_value and getattr(large, key) == large_value
-    assert small.refine_points is None and large.refine_points is False  # free flow-track points up to 300 views
-    explicit = resolve_refine_options(replace(options, refine_samples=512, refine_flow_preset="medium"), 1000)
-    assert (explicit.refine_samples, explicit.refine_flow_preset, explicit.refine_flow_stride) == (512, "medium", 16)
-    assert resolve_refine_options(replace(options, refine_points=True), 1000).refine_points is True
+    options = RefineOptions(enabled=True)
+    small, large = options.resolved(300), options.resolved(301)
+    assert (small.flow.preset, small.flow.stride, small.flow.max_pair_matches) == ("medium", 8, 1024)
+    assert (small.samples, small.bundle.max_iterations) == (2048, 50)
+    for path, (small_value, large_value) in REFINE_AUTO_VALUES.items():
+        part, _, name = path.rpartition(".")
+        assert getattr(getattr(small, part) if part else small, name) == small_value
+        assert getattr(getattr(large, part) if part else large, name) == large_value
+    assert small.bundle.refine_points is None and large.bundle.refine_points is False  # free flow points up to 300
+    explicit = with_values(options, {"samples": 512, "flow.preset": "medium"}).resolved(1000)
+    assert (explicit.samples, explicit.flow.preset, explicit.flow.stride) == (512, "medium", 16)
+    assert with_values(options, {"bundle.refine_points": True}).resolved(1000).bundle.refine_points is True
+    assert options.flow.preset == "auto" and options.samples is None  # resolved() returns a copy
 
 
 def test_flow_refinement_corrects_misplaced_global_pointmaps(tmp_path) -> None:
@@ -158,8 +163,9 @@ def test_flow_refinement_corrects_misplaced_global_pointmaps(tmp_path) -> None:
     images = textured_images(scene, width, height)
     noise = {"global_rotation_noise_deg": 0.6, "global_translation_noise": 0.009, "local_focal_noise": 0.05}
     predictions = OraclePredictor(scene, images, **noise, **PIXEL_NOISE, seed=4)([im.tensor for im in images])
-    options = ReconstructOptions(device="cpu", colors="network", max_points=20_000, refine=True)
-    unrefined = reconstruct_from_predictions(images, predictions, replace(options, refine=False))
+    points = PointOptions(colors="network", max_points=20_000)
+    options = ReconstructOptions(points=points, refine=RefineOptions(enabled=True), device="cpu")
+    unrefined = reconstruct_from_predictions(images, predictions, replace(options, refine=RefineOptions()))
     before = reconstruction_errors(unrefined, scene)
     after = reconstruct_from_predictions(images, predictions, options)
     errors = reconstruction_errors(after, scene)

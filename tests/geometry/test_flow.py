@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import splat_scene  # noqa: E402
 from bench_splat import NOISY, FastLikeOracle  # noqa: E402
 
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
 from fast3r_ns.geometry.flow import FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
@@ -26,7 +26,9 @@ def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
     scene = scene.reordered(scene.process_order()[:3])
     images = load_images(scene.write_images(tmp_path), size=512)
     predictions = FastLikeOracle(scene, images, seed=11, **NOISY)([im.tensor for im in images])
-    rec = reconstruct_from_predictions(images, predictions, ReconstructOptions(device="cpu", colors="network"))
+    rec = reconstruct_from_predictions(
+        images, predictions, ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
+    )
     network = np.stack(
         [intrinsics_to_network(c, im.scale_to_original, im.crop_offset) for c, im in zip(rec.intrinsics, images)]
     )
