@@ -14,6 +14,7 @@ on the written model in a subprocess (it aborts the process on an invalid model)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ import torch
 
 from benchmarks.bench_refine import NOISE
 from benchmarks.common import RESULTS, append, commit
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage
 from fast3r_ns.io.colmap import build_colmap_model
 from fast3r_ns.testing import OraclePredictor, make_scene
@@ -55,14 +56,15 @@ def run(views: int, width: int, height: int, noisy: bool, seed: int, bundle_adju
     blank = torch.zeros(1, 3, height, width)
     images = [PreparedImage(f"v{v}.png", blank, (width, height), (width, height), (0, 0)) for v in range(views)]
     predictions = OraclePredictor(scene, images, **(NOISE if noisy else {}), seed=seed)([im.tensor for im in images])
-    options = {"device": "cpu", "colors": "network"}
+    options = ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
+    without_tracks = dataclasses.replace(options, points=PointOptions(colors="network", colmap_tracks=False))
     baseline_seconds = None
     if with_baseline:
         start = time.perf_counter()
-        reconstruct_from_predictions(images, predictions, ReconstructOptions(colmap_tracks=False, **options))
+        reconstruct_from_predictions(images, predictions, without_tracks)
         baseline_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    result = reconstruct_from_predictions(images, predictions, ReconstructOptions(**options))
+    result = reconstruct_from_predictions(images, predictions, options)
     seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
@@ -99,7 +101,7 @@ def run(views: int, width: int, height: int, noisy: bool, seed: int, bundle_adju
             if with_baseline
             else {}
         ),
-        "samples_per_view": ReconstructOptions.colmap_track_samples,
+        "samples_per_view": options.points.colmap_track_samples,
         "write_model_seconds": write_seconds,
         "dense_points": len(result.points) - result.tracks.num_tracks,
         "model_points": model.num_points3D(),

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, commit  # noqa: E402
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns import CameraOptions, PointOptions, ReconstructOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.io import PreparedImage, load_images  # noqa: E402
 from fast3r_ns.testing import OraclePredictor, make_scene  # noqa: E402
 from fast3r_ns.testing.metrics import reconstruction_errors  # noqa: E402
@@ -61,13 +61,17 @@ def accuracy_cases(device: str, write) -> None:
             }
             predictions = OraclePredictor(scene, images, **noise, seed=seed)([im.tensor for im in images])
             start = time.perf_counter()
-            options = ReconstructOptions(focal_mode=mode, refine_poses=refine, device=device)
+            options = ReconstructOptions(CameraOptions(focal_mode=mode, refine_poses=refine), device=device)
             ours = reconstruct_from_predictions(images, predictions, options)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
-            official = reconstruct_from_predictions(images, predictions, ReconstructOptions(focal_mode="official"))
+            official = reconstruct_from_predictions(
+                images, predictions, ReconstructOptions(CameraOptions(focal_mode="official"))
+            )
             official_seconds = time.perf_counter() - start
-            centered_options = ReconstructOptions(focal_mode="official", official_principal_point="centered")
+            centered_options = ReconstructOptions(
+                CameraOptions(focal_mode="official", official_principal_point="centered")
+            )
             centered = reconstruct_from_predictions(images, predictions, centered_options)
             ours_err, official_err = _errors(ours, scene), _errors(official, scene)
             write(
@@ -112,7 +116,7 @@ def speed_case(device: str, views: int, width: int, height: int, official_views:
         options = ReconstructOptions(device=device)
         reconstruct_from_predictions(images[:8], predictions[:8], options)  # warm-up (kernels, allocator)
         subset = min(official_views, views)
-        official_options = ReconstructOptions(focal_mode="official", colors="network")
+        official_options = ReconstructOptions(CameraOptions(focal_mode="official"), PointOptions(colors="network"))
         runs, official_runs = [], []
         for _ in range(repeat):  # interleaved, best of ``repeat``: the box may be shared
             start = time.perf_counter()

@@ -31,6 +31,7 @@ ground-truth baseline and the CPU-side pose errors where a record lacks them, an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import filecmp
 import json
 import os
@@ -39,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -486,7 +486,8 @@ def poses(args: argparse.Namespace) -> None:
     import torch
 
     from benchmarks.common import append, commit
-    from fast3r_ns import ReconstructOptions, reconstruct_from_predictions
+    from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions
+    from fast3r_ns.options import with_values
 
     console = Console(width=120)
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
@@ -508,10 +509,13 @@ def poses(args: argparse.Namespace) -> None:
                     if cache is not None:
                         cache.parent.mkdir(parents=True, exist_ok=True)
                         torch.save(predictions, cache)
-                base = ReconstructOptions(device="cpu", max_points=args.max_points, colors="network")
+                base = ReconstructOptions(
+                    points=PointOptions(max_points=args.max_points, colors="network"), device="cpu"
+                )
                 before = reconstruct_from_predictions(prepared, predictions, base)
+                refined = with_values(base, {"refine.enabled": True, **overrides})
                 tic = time.perf_counter()
-                after = reconstruct_from_predictions(prepared, predictions, replace(base, refine=True, **overrides))
+                after = reconstruct_from_predictions(prepared, predictions, refined)
                 seconds = time.perf_counter() - tic
                 error_before, error_after = _errors(before, ordered), _errors(after, ordered)
                 record = {
@@ -527,6 +531,7 @@ def poses(args: argparse.Namespace) -> None:
                     "seed": seed,
                     "noise": noise,
                     "options": overrides,
+                    "refine_options": dataclasses.asdict(refined.refine),
                     "label": args.label,
                     "seconds": after.timings["refine"],
                     "reconstruct_seconds": seconds,
@@ -580,7 +585,13 @@ def main() -> None:
     q.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     q.add_argument("--seeds", nargs="+", type=int, default=[11, 23])
     q.add_argument("--max-points", type=int, default=100_000)
-    q.add_argument("--set", nargs="*", default=[], help="refine options KEY=JSON_VALUE (ReconstructOptions fields)")
+    q.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="options KEY=JSON_VALUE by dotted path in ReconstructOptions, e.g. refine.flow.rounds=3 "
+        "refine.bundle.refine_points=false (on top of refine.enabled=true)",
+    )
     q.add_argument("--label", default="default", help="name of the variant in the records")
     q.add_argument("--out", help="records file (default benchmarks/results/splat_poses_cpu.jsonl)")
     q.add_argument("--dry", action="store_true", help="print only, write no record")

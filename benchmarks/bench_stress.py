@@ -44,7 +44,7 @@ import splat_scene  # noqa: E402
 from bench_splat import STRESS_LEVELS, FastLikeOracle, level_noise  # noqa: E402
 
 from benchmarks.common import RESULTS, append, commit  # noqa: E402
-from fast3r_ns import ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns import PointOptions, ReconstructOptions, RefineOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
 from fast3r_ns.testing.metrics import camera_errors, reconstruction_errors  # noqa: E402
 
@@ -164,7 +164,9 @@ def _warm_up(scene, images) -> None:
     """One small reconstruction first, so the first timed case does not pay for imports and first-call set-up."""
     few = scene.reordered([0, 1])
     predictions = FastLikeOracle(few, images[:2])([image.tensor for image in images[:2]])
-    reconstruct_from_predictions(images[:2], predictions, ReconstructOptions(device="cpu", colors="network"))
+    reconstruct_from_predictions(
+        images[:2], predictions, ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
+    )
 
 
 def run_case(scene, images, level: float, seed: int, colmap: dict | None) -> list[dict]:
@@ -173,11 +175,13 @@ def run_case(scene, images, level: float, seed: int, colmap: dict | None) -> lis
     tic = time.perf_counter()
     predictions = FastLikeOracle(scene, images, seed=seed, **noise)([image.tensor for image in images])
     generate_seconds = time.perf_counter() - tic
-    options = ReconstructOptions(device="cpu", colors="network", max_points=100_000)
+    options = ReconstructOptions(points=PointOptions(colors="network", max_points=100_000), device="cpu")
     cpu = time.process_time()
     before = reconstruct_from_predictions(images, predictions, options)
     cpu_before, cpu = time.process_time() - cpu, time.process_time()
-    after = reconstruct_from_predictions(images, predictions, dataclasses.replace(options, refine=True))
+    after = reconstruct_from_predictions(
+        images, predictions, dataclasses.replace(options, refine=RefineOptions(enabled=True))
+    )
     cpu_after = time.process_time() - cpu
     errors_before = reconstruction_errors(before, scene)
     errors_after = reconstruction_errors(after, scene)
