@@ -531,7 +531,7 @@ def poses(args: argparse.Namespace) -> None:
                     "seed": seed,
                     "noise": noise,
                     "options": overrides,
-                    "refine_options": dataclasses.asdict(refined.refine),
+                    "refine_options": dataclasses.asdict(refined.refine.resolved(len(prepared))),
                     "label": args.label,
                     "seconds": after.timings["refine"],
                     "reconstruct_seconds": seconds,
