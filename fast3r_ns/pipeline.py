@@ -16,7 +16,7 @@ import torch
 from .cameras import recover_cameras
 from .chunked import chunked_if_needed
 from .io.images import PreparedImage
-from .point_cloud import build_point_cloud
+from .point_cloud import build_point_cloud, fuse_dense
 from .predictions import Output, Predictor, first_item
 from .reconstruction import Reconstruction
 from .refinement import Refined, colmap_model_tracks, refine_cameras
@@ -182,6 +182,11 @@ class ReconstructOptions:
     """Without ``refine``: multi-view tracks for the COLMAP model (``fast3r_ns.colmap_tracks``: pixels of
     neighbouring views whose predicted points agree, triangulated with the recovered cameras); their points join
     the cloud. Off, the COLMAP model holds cameras and images but no points. Default is True."""
+    fuse_points: bool | None = None
+    """After ``refine``: the dense cloud from each view's local depth on its refined camera, kept where
+    neighbouring views confirm it and averaged with them (``point_cloud.fuse_dense``, ``geometry.fusion``) instead
+    of the global pointmaps, whose per-view misplacement the refined cameras no longer share. None: on with
+    ``refine``. Default is None."""
     colmap_track_samples: int = 1024
     """``colmap_tracks``: grid samples per view that may become track observations (300 at 1000 views took as long
     and kept 30x fewer points: the sub-pixel step cannot bridge the wider grid). Default is 1024."""
@@ -242,9 +247,18 @@ def reconstruct_from_predictions(
         refined = colmap_model_tracks(images, predictions, cameras, options, progress)
         timings["tracks"] = time.perf_counter() - start
 
+    fused = None
+    if options.refine and options.fuse_points is not False and refined is not None and refined.tracks.num_tracks:
+        start = time.perf_counter()
+        if progress:
+            progress("points: fusing the depth maps with the refined cameras")
+        fused, tolerance = fuse_dense(images, predictions, cameras, refined.tracks, options, device)
+        refined.stats["fusion_tolerance"] = tolerance
+        timings["fuse"] = time.perf_counter() - start
+
     start = time.perf_counter()
     tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
-    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks)
+    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks, fused)
     timings["points"] = time.perf_counter() - start
 
     return Reconstruction(
