@@ -96,7 +96,9 @@ def run(
     after_options = ReconstructOptions(
         refine=True, refine_points=refine_points, refine_large_views=large_views, **options
     )
-    after = reconstruct_from_predictions(images, predictions, after_options)
+    after = reconstruct_from_predictions(
+        images, predictions, after_options, lambda m: print(f"[{time.perf_counter() - start:7.1f} s] {m}", flush=True)
+    )
     total = time.perf_counter() - start
     resolved = resolve_refine_options(after_options, views)
     error_before, error_after = _errors(before, scene), _errors(after, scene)
