@@ -96,7 +96,12 @@ def run(
     refine = RefineOptions(
         enabled=True, large_views=large_views, bundle=RefineBundleOptions(refine_points=refine_points)
     )
-    after = reconstruct_from_predictions(images, predictions, dataclasses.replace(options, refine=refine))
+    after = reconstruct_from_predictions(
+        images,
+        predictions,
+        dataclasses.replace(options, refine=refine),
+        lambda message: print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True),
+    )
     total = time.perf_counter() - start
     resolved = refine.resolved(views)
     error_before, error_after = _errors(before, scene), _errors(after, scene)

@@ -17,6 +17,7 @@
 #
 # RUNS=auto: every dataset under DATA (each scene/variant with a transforms.json; SCENES="a b" keeps those scenes),
 # gt first, e.g. the oracle_noisy_x3/x6/x10 variants of `bench_splat.py prepare --levels 0.2,0.6,1.2,2`.
+# A dataset whose meta.json has "splat_seed" trains with --machine.seed of that value (run-to-run spread).
 # Knobs (environment): DATA (.out/splat), WHL (.whl), RUNS, SCENES, PARALLEL (4), STEPS (3000), STEPS_<scene>,
 #   EXTRA (more splatfacto flags for every run), START_DEADLINE (420), DEADLINE (540), JIT=1 (compile gsplat).
 #   For a dry run of the harness without a GPU: SKIP_SETUP=1 (no install), NS_TRAIN / SPLAT_EVAL (stand-in commands).
@@ -104,11 +105,12 @@ run_one() { # "scene:variant[:camopt]"
   left=$(python3 -c "print(max(30, int($DEADLINE - $now - 45)))")
   t1=$(date +%s.%N)
   say "$name: training $steps steps (camera optimizer $camopt, at most $left s)"
-  local camflag=""
+  local camflag="" seedflag
+  seedflag=$(python3 -c "import json; s = json.load(open('$data/meta.json')).get('splat_seed'); print(f'--machine.seed {s}' if s is not None else '')")
   [ "$camopt" != off ] && camflag="--pipeline.model.camera-optimizer.mode $camopt"
   # shellcheck disable=SC2086  # EXTRA and camflag are lists of flags
   timeout "$left" $NS_TRAIN splatfacto --data "$data" --max-num-iterations "$steps" \
-    --steps-per-eval-all-images 0 --steps-per-eval-image 0 --pipeline.model.num-downscales 0 $camflag $EXTRA \
+    --steps-per-eval-all-images 0 --steps-per-eval-image 0 --pipeline.model.num-downscales 0 $camflag $seedflag $EXTRA \
     --viewer.quit-on-train-completion True --vis tensorboard --output-dir "$WORK/outputs" \
     --experiment-name "$name" --timestamp run \
     nerfstudio-data --eval-mode filename >"$WORK/logs/$name.train.log" 2>&1

@@ -34,6 +34,8 @@ META_FIELDS = (
     "process_seconds",
     "noise",
     "level_deg",
+    "splat_seed",
+    "cross",
     "commit",
 )
 EVAL_FIELDS = {"psnr": "psnr", "psnr_std": "psnr_std", "ssim": "ssim", "ssim_std": "ssim_std"}

@@ -108,6 +108,11 @@ class PointOptions:
     colmap_track_samples: int = 1024
     """``colmap_tracks``: grid samples per view that may become track observations (300 at 1000 views took as long
     and kept 30x fewer points: the sub-pixel step cannot bridge the wider grid). Default is 1024."""
+    fuse: bool | None = None
+    """After the refinement: the dense cloud from each view's local depth on its refined camera, kept where
+    neighbouring views confirm it and averaged with them (``point_cloud.fuse_dense``, ``geometry.fusion``) instead
+    of the global pointmaps, whose per-view misplacement the refined cameras no longer share. None: on with
+    ``refine.enabled``. Default is None."""
 
     def __post_init__(self) -> None:
         _percentile(self, "conf_percentile")
@@ -116,6 +121,8 @@ class PointOptions:
         _at_least(self, 1, "max_points", "io_workers", "colmap_track_samples")
         _one_of(self, "point_source", PointSource)
         _one_of(self, "colors", Colors)
+        if self.fuse not in (None, True, False):
+            _fail(self, "fuse", "must be True, False or None")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from .cameras import recover_cameras
 from .chunked import chunked_if_needed
 from .io.images import PreparedImage
 from .options import ReconstructOptions
-from .point_cloud import build_point_cloud
+from .point_cloud import build_point_cloud, fuse_dense
 from .predictions import Output, Predictor, first_item
 from .reconstruction import Reconstruction
 from .refinement import Refined, colmap_model_tracks, refine_cameras
@@ -82,9 +82,18 @@ def reconstruct_from_predictions(
         refined = colmap_model_tracks(images, predictions, cameras, options, progress)
         timings["tracks"] = time.perf_counter() - start
 
+    fused = None
+    if options.refine.enabled and options.points.fuse is not False and refined is not None and refined.tracks.num_tracks:
+        start = time.perf_counter()
+        if progress:
+            progress("points: fusing the depth maps with the refined cameras")
+        fused, tolerance = fuse_dense(images, predictions, cameras, refined.tracks, options.points, device)
+        refined.stats["fusion_tolerance"] = tolerance
+        timings["fuse"] = time.perf_counter() - start
+
     start = time.perf_counter()
     tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
-    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks)
+    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks, fused)
     timings["points"] = time.perf_counter() - start
 
     return Reconstruction(

@@ -22,6 +22,7 @@ from .reconstruction import PointTracks
 
 if TYPE_CHECKING:
     from .cameras import Cameras
+    from .geometry.fusion import FusedView
     from .geometry.tracks import Tracks
     from .options import PointOptions, ReconstructOptions
 
@@ -48,11 +49,13 @@ def build_point_cloud(
     progress: Progress | None = None,
     tracks: Tracks | None = None,
     track_pixels: np.ndarray | None = None,
+    fused: Sequence[FusedView] | None = None,
 ) -> PointCloud:
-    """Dense points of the pointmaps, then the (refined) ``tracks`` points with their observations at
-    ``track_pixels`` (original-image pixels, one row per observation); colours from the images."""
+    """Dense points of the pointmaps (or of the ``fused`` depth maps, ``fuse_dense``), then the (refined)
+    ``tracks`` points with their observations at ``track_pixels`` (original-image pixels, one row per
+    observation); colours from the images."""
     points, conf, view, network_xy, view_confidence = _dense_points(
-        images, predictions, cameras, options, device, progress
+        images, predictions, cameras, options, device, progress, fused
     )
     point_tracks = None
     if tracks is not None and tracks.num_tracks:
@@ -79,6 +82,7 @@ def _dense_points(
     options: ReconstructOptions,
     device: torch.device,
     progress: Progress | None,
+    fused: Sequence[FusedView] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(points, confidence, view, network pixel centre) of the thinned cloud and each view's median confidence."""
     count = len(images)
@@ -93,7 +97,10 @@ def _dense_points(
         if points_options.drop_untrusted_views and cameras.notes[view]:
             continue
         mask = confidence_mask(conf[None], points_options.conf_percentile, points_options.min_confidence)[0]
-        if use_local:
+        if fused is not None:
+            points = torch.full((len(conf), 3), float("nan"), device=device)
+            points[fused[view].index.to(device)] = fused[view].points.to(device)
+        elif use_local:
             pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
             local = first_item(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
             points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
@@ -141,3 +148,55 @@ def _pixels_and_colors(
     with ThreadPoolExecutor(max_workers=max(1, options.io_workers)) as pool:
         list(pool.map(fill, range(count)))
     return pixels, colors
+
+
+def fuse_dense(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: Cameras,
+    tracks: Tracks,
+    options: PointOptions,
+    device: torch.device,
+) -> tuple[list[FusedView], float]:
+    """Per-view fused dense points (``geometry.fusion``) after the refinement: each view's LOCAL depth (free of the
+    global pointmap's per-view misplacement) on its refined camera, scaled to the world by the refined track points
+    it observes, confirmed and averaged across the neighbours the refinement matched."""
+    from .geometry.conventions import intrinsics_to_network
+    from .geometry.fusion import FusionOptions, fuse_depths, neighbours_of
+
+    network = np.stack(
+        [intrinsics_to_network(k, image.scale_to_original, image.crop_offset) for k, image in zip(cameras.intrinsics, images)]
+    )
+    depths = []
+    for view, prediction in enumerate(predictions):
+        local = first_item(prediction["pts3d_local"])[..., 2].to(device, torch.float64)
+        conf = first_item(prediction["conf"]).to(device, torch.float32)
+        mask = confidence_mask(conf.reshape(1, -1), options.conf_percentile, options.min_confidence)[0]
+        mask = mask.reshape(local.shape) & (local > 0)
+        if options.drop_untrusted_views and cameras.notes[view]:
+            mask[:] = False
+        scale = _world_scale(view, local, first_item(prediction["pts3d_in_other_view"]), cameras, tracks)
+        depths.append(torch.where(mask, local * scale, torch.full_like(local, float("nan"))))
+    return fuse_depths(depths, network, cameras.cam_to_world, neighbours_of(tracks.pairs, len(images)),
+                       FusionOptions(), device)
+
+
+def _world_scale(view: int, local: torch.Tensor, world: torch.Tensor, cameras: Cameras, tracks: Tracks) -> float:
+    """Local depth -> world depth of one view: the median ratio of the refined track points' depth in the view's
+    camera to the local depth at their observations (>= 16 of them), else of the global points' depth."""
+    rotation = torch.as_tensor(cameras.cam_to_world[view, :3, :3], device=local.device, dtype=torch.float64)
+    center = torch.as_tensor(cameras.cam_to_world[view, :3, 3], device=local.device, dtype=torch.float64)
+    height, width = local.shape
+    rows = tracks.view == view
+    if rows.sum() >= 16:
+        points = torch.as_tensor(tracks.points[tracks.track[rows]], device=local.device, dtype=torch.float64)
+        pixel = np.floor(tracks.pixel[rows]).astype(np.int64)
+        col, row = np.clip(pixel[:, 0], 0, width - 1), np.clip(pixel[:, 1], 0, height - 1)
+        theirs = ((points - center) @ rotation)[:, 2]
+        mine = local[torch.as_tensor(row), torch.as_tensor(col)]
+    else:
+        theirs = ((world.reshape(-1, 3).to(local.device, torch.float64) - center) @ rotation)[:, 2]
+        mine = local.reshape(-1)
+    ratio = theirs / mine
+    ratio = ratio[torch.isfinite(ratio) & (ratio > 0)]
+    return float(ratio.median()) if len(ratio) else float(cameras.scale[view])

@@ -10,6 +10,7 @@ import pycolmap
 import pytest
 import torch
 from rich.console import Console
+from scipy.spatial import cKDTree
 
 from fast3r_ns import PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
@@ -24,13 +25,18 @@ VIEW_ERRORS = {"local_focal_noise": 0.03, "local_rotation_noise_deg": 1.0, "loca
 PIXEL_NOISE = {"depth_noise": 0.01, "point_noise": 0.003, "outlier_fraction": 0.02}
 
 
-@pytest.fixture(scope="module")
-def noisy():
+def _inputs(scene):
     width, height = 192, 144
-    scene = make_scene(16, image_size=(width, height), arc_degrees=90, seed=11)
     blank = torch.zeros(1, 3, 1, 1).expand(1, 3, height, width)  # the geometry reads no pixel with colors="network"
     images = [PreparedImage(f"v{i}.png", blank, (width, height), (width, height), (0, 0)) for i in range(16)]
     predictions = OraclePredictor(scene, images, **VIEW_ERRORS, **PIXEL_NOISE, seed=1)([im.tensor for im in images])
+    return images, predictions
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    scene = make_scene(16, image_size=(192, 144), arc_degrees=90, seed=11)
+    images, predictions = _inputs(scene)
     points = PointOptions(colors="network", max_points=20_000)
     unrefined = ReconstructOptions(points=replace(points, colmap_tracks=False), device="cpu")
     before = reconstruct_from_predictions(images, predictions, unrefined)
@@ -68,9 +74,23 @@ def test_refined_tracks_are_multi_view_and_in_the_cloud(noisy) -> None:
     fx, fy, cx, cy = after.intrinsics[tracks.image].T
     projected = np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], -1)
     assert np.median(np.linalg.norm(projected - tracks.pixel, axis=-1)) < 1.5
-    # The dense cloud keeps the world frame of the unrefined run.
+    # The dense cloud keeps the world frame of the unrefined run; fused (the default with the refinement), its
+    # points move a little (to the views' consensus) and unconfirmed ones go.
     dense = len(after.points) - tracks.num_tracks
+    distance = cKDTree(before.points).query(after.points[:dense])[0]
+    assert np.median(distance) < 0.01 * np.linalg.norm(np.ptp(before.points, axis=0))
+    assert dense > 0.3 * len(before.points) and after.refine_stats["fusion_tolerance"] > 0
+
+
+def test_without_fusion_the_dense_cloud_is_the_unrefined_one(noisy) -> None:
+    scene, before, _ = noisy
+    images, predictions = _inputs(scene)
+    points = PointOptions(colors="network", max_points=20_000, fuse=False)
+    options = ReconstructOptions(points=points, refine=RefineOptions(enabled=True, tracks="pointmaps"), device="cpu")
+    after = reconstruct_from_predictions(images, predictions, options)
+    dense = len(after.points) - after.tracks.num_tracks
     np.testing.assert_array_equal(after.points[:dense], before.points)
+    assert "fuse" not in after.timings
 
 
 def test_process_writes_refined_cameras_and_colmap_tracks(tmp_path) -> None:

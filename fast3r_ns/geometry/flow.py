@@ -9,6 +9,8 @@ neighbour form one track. Pixels: continuous NETWORK-image coordinates (``fast3r
 
 from __future__ import annotations
 
+import os
+
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,8 +55,9 @@ class FlowOptions:
     link_radius: float = 0.5
     """Observations of one view closer than this (network pixels), from different anchors or pairs, become one
     observation, which links their tracks (0 disables). Default is 0.5."""
-    threads: int = 2
-    """Threads over the view pairs (OpenCV releases the GIL). Default is 2."""
+    threads: int | None = None
+    """Threads over the view pairs (OpenCV releases the GIL); None: every core this process may use (2 was the
+    default before, leaving 14 of the GPU machine's 16 cores idle). Default is None."""
 
 
 def grey_image(tensor: torch.Tensor) -> np.ndarray:
@@ -250,7 +253,7 @@ def flow_tracks(
             out.append((kept, target, roundtrip))
         return out
 
-    with ThreadPoolExecutor(max(1, options.threads)) as pool:
+    with ThreadPoolExecutor(max(1, options.threads or len(os.sched_getaffinity(0)))) as pool:
         results = list(pool.map(pair_correspondences, pairs))
     pair_matches = np.zeros(len(pairs), dtype=np.int64)
     # Nodes: every view's anchors first, then one new node per flow target.
