@@ -176,9 +176,10 @@ def fuse_dense(
         if options.drop_untrusted_views and cameras.notes[view]:
             mask[:] = False
         scale = _world_scale(view, local, first_item(prediction["pts3d_in_other_view"]), cameras, tracks)
-        depths.append(torch.where(mask, local * scale, torch.full_like(local, float("nan"))))
-    return fuse_depths(depths, network, cameras.cam_to_world, neighbours_of(tracks.pairs, len(images)),
-                       FusionOptions(), device)
+        depths.append(torch.where(mask, local * scale, torch.full_like(local, float("nan"))).float())
+    neighbours = neighbours_of(tracks.pairs, len(images))
+    per_view = int(math.ceil(6 * options.max_points / len(images)))  # the sampler keeps 4x, some fail the check
+    return fuse_depths(depths, network, cameras.cam_to_world, neighbours, FusionOptions(), device, per_view)
 
 
 def _world_scale(view: int, local: torch.Tensor, world: torch.Tensor, cameras: Cameras, tracks: Tracks) -> float:

@@ -61,17 +61,17 @@ def _rays(intrinsics: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class _Views:
-    """Depth maps, cameras and rays of all views on one device (float64 geometry)."""
+    """Depth maps (float32), cameras and rays of all views on one device (float64 geometry)."""
 
     def __init__(self, depths, intrinsics, cam_to_world, device) -> None:
-        self.depths = [torch.as_tensor(d, device=device, dtype=torch.float64) for d in depths]
+        self.depths = [torch.as_tensor(d, device=device, dtype=torch.float32) for d in depths]
         self.intrinsics = torch.as_tensor(np.asarray(intrinsics), device=device, dtype=torch.float64)
         self.pose = torch.as_tensor(np.asarray(cam_to_world), device=device, dtype=torch.float64)
 
     def points(self, view: int, index: torch.Tensor) -> torch.Tensor:
         height, width = self.depths[view].shape
         rays = _rays(self.intrinsics[view], height, width)[index]
-        camera = rays * self.depths[view].reshape(-1)[index, None]
+        camera = rays * self.depths[view].reshape(-1)[index, None].double()
         return camera @ self.pose[view, :3, :3].T + self.pose[view, :3, 3]
 
     def look_up(self, view: int, world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,7 +87,7 @@ class _Views:
         row = torch.floor(camera[:, 1] / safe * fy + cy).long()
         landed = (z > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
         flat = torch.where(landed, row * width + col, torch.zeros_like(col))
-        theirs = self.depths[view].reshape(-1)[flat]
+        theirs = self.depths[view].reshape(-1)[flat].double()
         landed &= torch.isfinite(theirs)
         difference = torch.where(landed, (theirs - z) / safe, torch.full_like(z, float("inf")))
         point = (camera * (theirs / safe)[:, None]) @ rotation.T + center
@@ -101,10 +101,19 @@ def fuse_depths(
     neighbours: Sequence[Sequence[int]],
     options: FusionOptions = FusionOptions(),
     device: torch.device | str = "cpu",
+    max_pixels: int | None = None,
 ) -> tuple[list[FusedView], float]:
-    """Fused points of every view's confirmed pixels, and the tolerance used."""
+    """Fused points of every view's confirmed pixels (at most ``max_pixels`` random valid ones per view, seeded),
+    and the tolerance used."""
     views = _Views(depths, intrinsics, cam_to_world, torch.device(device))
     valid = [torch.isfinite(d).reshape(-1).nonzero()[:, 0] for d in views.depths]
+    if max_pixels is not None:
+        generator = torch.Generator().manual_seed(1)
+        valid = [
+            index if len(index) <= max_pixels
+            else index[torch.randperm(len(index), generator=generator)[:max_pixels].to(index.device)].sort().values
+            for index in valid
+        ]
     tolerance = options.tolerance or _tolerance(views, valid, neighbours)
     fused = []
     for view, index in enumerate(valid):
