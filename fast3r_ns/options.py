@@ -212,9 +212,13 @@ class RefineBundleOptions:
     Default is None."""
     num_threads: int = -1
     """Threads of the bundle adjustment; -1 uses every core. Default is -1."""
+    function_tolerance: float = 0.0
+    """Ceres stops a solve when an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs
+    to ``max_iterations`` or the gradient tolerance. Default is 0.0."""
 
     def __post_init__(self) -> None:
         _one_of(self, "focal", BundleFocal)
+        _at_least(self, 0, "function_tolerance")
         _at_least(self, 0, "focal_tolerance")
         _positive(self, "max_reprojection_error")
         _at_least(self, 1, "max_iterations", optional=True)

@@ -11,6 +11,8 @@ Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV a
 
 from __future__ import annotations
 
+import re
+
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +56,9 @@ class BundleOptions:
     """Smallest adaptive threshold (pixels). Default is 0.2."""
     max_iterations: int = 50
     """Ceres iterations per round. Default is 50."""
+    function_tolerance: float = 0.0
+    """Ceres stops a solve when an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs
+    to ``max_iterations`` or the gradient tolerance. Default is 0.0."""
     num_threads: int = -1
     """Ceres threads; -1 uses every core. Default is -1."""
 
@@ -177,6 +182,7 @@ def bundle_adjust(
     ba_options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     ba_options.ceres.loss_function_scale = options.loss_scale
     ba_options.ceres.solver_options.max_num_iterations = options.max_iterations
+    ba_options.ceres.solver_options.function_tolerance = options.function_tolerance
     ba_options.ceres.solver_options.num_threads = options.num_threads
     observations = pycolmap.ObservationManager(model)
     filtered = 0
@@ -246,7 +252,14 @@ def bundle_adjust(
         "tracks_kept": float(kept.sum()),
         "observations_kept": float(observation_ok.sum()),
         "filter_threshold_px": thresholds[-1] if thresholds else float("nan"),
+        "solver_iterations": float(sum(_iterations(report) for report in reports)),
     }
     return BundleResult(
         refined_intrinsics, distortion, refined_cam_to_world, refined_points, observation_ok, stats, reports
     )
+
+
+def _iterations(report: str) -> int:
+    """Iterations of one Ceres brief report ("Ceres Solver Report: Iterations: 12, ..."), 0 when not found."""
+    found = re.search(r"Iterations: (\d+)", report)
+    return int(found.group(1)) if found else 0

@@ -193,6 +193,7 @@ def _adjust(
         max_reprojection_error=bundle.max_reprojection_error,
         max_iterations=bundle.max_iterations,
         num_threads=bundle.num_threads,
+        function_tolerance=bundle.function_tolerance,
         **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
     )
     points = tracks.points[tracks.track]
