@@ -46,8 +46,14 @@ def frames(directory: Path) -> dict[str, np.ndarray]:
     return {f["file_path"]: np.array(f["transform_matrix"], dtype=np.float64) for f in content["frames"]}
 
 
-def write_variant(source: Path, into: Path, points: np.ndarray | None, colors: np.ndarray | None,
-                  transforms_from: Path | None = None, meta: dict | None = None) -> None:
+def write_variant(
+    source: Path,
+    into: Path,
+    points: np.ndarray | None,
+    colors: np.ndarray | None,
+    transforms_from: Path | None = None,
+    meta: dict | None = None,
+) -> None:
     """Copy ``source`` (images linked to ../gt/images) with another cloud and/or another transforms.json."""
     into.mkdir(parents=True, exist_ok=True)
     shutil.copy(transforms_from / "transforms.json" if transforms_from else source / "transforms.json", into)
@@ -72,26 +78,43 @@ def main() -> None:
     if not (args.into / "gt" / "images").exists():
         shutil.copytree(gt / "images", args.into / "gt" / "images")
     write_variant(gt, args.into / "gt", None, None)
-    write_variant(gt, args.into / "gt__seed2", None, None,
-                  meta={"splat_seed": 2, "variant": "gt__seed2", "cross": "gt, splatfacto seed 2"})
+    write_variant(
+        gt,
+        args.into / "gt__seed2",
+        None,
+        None,
+        meta={"splat_seed": 2, "variant": "gt__seed2", "cross": "gt, splatfacto seed 2"},
+    )
     true_frames = frames(gt)
     true_points, true_colors = read_ply(gt / "sparse_pc.ply")
     gt_meta = json.loads((gt / "meta.json").read_text())
-    true_errors = {k: v for k, v in gt_meta.items() if k.endswith(("_deg", "_rel", "_median")) or k == "untrusted_views"}
+    true_errors = {
+        k: v for k, v in gt_meta.items() if k.endswith(("_deg", "_rel", "_median")) or k == "untrusted_views"
+    }
     for variant in args.variant:
         source = args.scene / variant
         own = frames(source)
         names = sorted(own)
-        scale, rotation, shift = umeyama(np.array([own[n][:3, 3] for n in names]),
-                                         np.array([true_frames[n][:3, 3] for n in names]))
+        scale, rotation, shift = umeyama(
+            np.array([own[n][:3, 3] for n in names]), np.array([true_frames[n][:3, 3] for n in names])
+        )
         points, colors = read_ply(source / "sparse_pc.ply")
         write_variant(source, args.into / variant, None, None)
-        write_variant(source, args.into / f"{variant}__true_points",
-                      (true_points - shift) @ rotation / scale, true_colors,
-                      meta={"variant": f"{variant}__true_points", "cross": f"cameras of {variant}, true points"})
-        write_variant(source, args.into / f"{variant}__true_cameras", scale * points @ rotation.T + shift, colors,
-                      transforms_from=gt, meta=true_errors | {"variant": f"{variant}__true_cameras",
-                                                              "cross": f"true cameras, cloud of {variant}"})
+        write_variant(
+            source,
+            args.into / f"{variant}__true_points",
+            (true_points - shift) @ rotation / scale,
+            true_colors,
+            meta={"variant": f"{variant}__true_points", "cross": f"cameras of {variant}, true points"},
+        )
+        write_variant(
+            source,
+            args.into / f"{variant}__true_cameras",
+            scale * points @ rotation.T + shift,
+            colors,
+            transforms_from=gt,
+            meta=true_errors | {"variant": f"{variant}__true_cameras", "cross": f"true cameras, cloud of {variant}"},
+        )
         model = source / "colmap" / "sparse" / "0"
         if model.is_dir():
             import pycolmap
@@ -99,18 +122,28 @@ def main() -> None:
             rec = pycolmap.Reconstruction(str(model))
             xyz = np.array([p.xyz for p in rec.points3D.values()])
             rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.uint8)
-            write_variant(source, args.into / f"{variant}__tracks_only", nerfstudio_points(xyz), rgb,
-                          meta={"variant": f"{variant}__tracks_only", "points": len(xyz),
-                                "cross": f"cameras of {variant}, its COLMAP track points only"})
+            write_variant(
+                source,
+                args.into / f"{variant}__tracks_only",
+                nerfstudio_points(xyz),
+                rgb,
+                meta={
+                    "variant": f"{variant}__tracks_only",
+                    "points": len(xyz),
+                    "cross": f"cameras of {variant}, its COLMAP track points only",
+                },
+            )
         dense = points[: len(points) - (len(xyz) if model.is_dir() else 0)]
         aligned = scale * dense @ rotation.T + shift
         from scipy.spatial import cKDTree
 
         dist = cKDTree(true_points).query(aligned)[0]
         spacing = cKDTree(true_points).query(true_points, k=2)[0][:, 1]
-        print(f"{variant}: similarity scale {scale:.4f}; dense cloud to the true surface points: median "
-              f"{np.median(dist):.4f}, p90 {np.quantile(dist, 0.9):.4f} (true points' spacing median "
-              f"{np.median(spacing):.4f}); {len(points)} points")
+        print(
+            f"{variant}: similarity scale {scale:.4f}; dense cloud to the true surface points: median "
+            f"{np.median(dist):.4f}, p90 {np.quantile(dist, 0.9):.4f} (true points' spacing median "
+            f"{np.median(spacing):.4f}); {len(points)} points"
+        )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,12 @@ def reconstruct_from_predictions(
         timings["tracks"] = time.perf_counter() - start
 
     fused = None
-    if options.refine.enabled and options.points.fuse is not False and refined is not None and refined.tracks.num_tracks:
+    if (
+        options.refine.enabled
+        and options.points.fuse is not False
+        and refined is not None
+        and refined.tracks.num_tracks
+    ):
         start = time.perf_counter()
         if progress:
             progress("points: fusing the depth maps with the refined cameras")

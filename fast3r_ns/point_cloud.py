@@ -165,7 +165,10 @@ def fuse_dense(
     from .geometry.fusion import FusionOptions, fuse_depths, neighbours_of
 
     network = np.stack(
-        [intrinsics_to_network(k, image.scale_to_original, image.crop_offset) for k, image in zip(cameras.intrinsics, images)]
+        [
+            intrinsics_to_network(k, image.scale_to_original, image.crop_offset)
+            for k, image in zip(cameras.intrinsics, images)
+        ]
     )
     depths = []
     for view, prediction in enumerate(predictions):

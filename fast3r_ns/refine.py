@@ -12,7 +12,6 @@ Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV a
 from __future__ import annotations
 
 import re
-
 import time
 from dataclasses import dataclass, field
 

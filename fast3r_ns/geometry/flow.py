@@ -10,7 +10,6 @@ neighbour form one track. Pixels: continuous NETWORK-image coordinates (``fast3r
 from __future__ import annotations
 
 import os
-
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor

@@ -110,7 +110,8 @@ def fuse_depths(
     if max_pixels is not None:
         generator = torch.Generator().manual_seed(1)
         valid = [
-            index if len(index) <= max_pixels
+            index
+            if len(index) <= max_pixels
             else index[torch.randperm(len(index), generator=generator)[:max_pixels].to(index.device)].sort().values
             for index in valid
         ]
