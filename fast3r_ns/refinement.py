@@ -87,6 +87,13 @@ def refine_cameras(
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
         rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
+        if progress:
+            stats = result.stats
+            progress(
+                f"refine: flow round {index + 1}: {int(stats['observations_kept']):,} observations, flow "
+                f"{stats['tracks_seconds']:.1f} s, adjustment {stats['setup_seconds'] + stats['solve_seconds']:.1f} s "
+                f"({int(stats['solver_iterations'])} iterations), largest turn {np.nanmax(turned):.3f} deg"
+            )
         if index > 0 and np.nanmax(turned) > rounds[-2]["max_rotation_change_deg"]:
             # Moving more than the round before: diverging (a view drifting on its own predictions); keep the last.
             cameras.intrinsics, cameras.cam_to_world = prior_intrinsics, prior_cam_to_world

@@ -43,7 +43,7 @@ def test_fusion_averages_noise_and_drops_unconfirmed_pixels():
     depths, intrinsics, poses = _plane_views(noise=0.02)
     depths[1][10, 20] *= 2.0  # an outlier that no other view confirms
     neighbours = neighbours_of(np.array([[0, 1], [1, 2], [0, 2]]), 3)
-    fused, tolerance = fuse_depths(depths, intrinsics, poses, neighbours)
+    fused, tolerance = fuse_depths(depths, intrinsics, poses, neighbours, FusionOptions(min_views=1))
     # the automatic tolerance follows the noise: 3x the median of |difference| of two 2 % noisy depths (~1.9 %)
     assert 0.04 < tolerance < 0.08
     before = float(np.median(np.abs(depths[1] - 4.0)))  # view 1 looks straight at the plane: depth = world z
@@ -51,9 +51,13 @@ def test_fusion_averages_noise_and_drops_unconfirmed_pixels():
     assert after < 0.7 * before, (before, after)
     assert (10 * WIDTH + 20) not in set(fused[1].index.tolist())
     assert int(fused[1].confirmations.max()) == 2
+    # the default asks for two confirmations: view 1's pixels seen by one other view only go
+    strict, _ = fuse_depths(depths, intrinsics, poses, neighbours)
+    assert 0 < len(strict[1].index) < len(fused[1].index) and int(strict[1].confirmations.min()) == 2
 
 
 def test_exact_depths_stay_exact_and_a_view_without_neighbours_keeps_nothing():
+    # views 0 and 1 have one neighbour each: one confirmation is all they can get
     depths, intrinsics, poses = _plane_views(noise=0.0)
     fused, _ = fuse_depths(depths, intrinsics, poses, neighbours_of(np.array([[0, 1]]), 3), FusionOptions(0.01))
     assert _plane_error(fused[0].points) < 1e-5
