@@ -23,9 +23,10 @@ class FusionOptions:
     """Relative depth difference below which a neighbour confirms a pixel; None: 3x the median relative
     difference of the pixels that land in a neighbour (within 20 %), clamped to [0.003, 0.1]."""
     min_views: int = 2
-    """Neighbours that must confirm a pixel for it to stay (all of them when a view has fewer; room_natural, cloud to the true surface, median / p90
-    of the diagonal: 1: 0.00144 / 0.0060 at 0.2 deg, 0.0030 / 0.0134 at 1.2 deg; 2: 0.00138 / 0.0056 and 0.0028 /
-    0.0120 keeping 85-88 % of the points; 3: 0.00127 / 0.0050 and 0.0025 / 0.0103 keeping 65-72 %)."""
+    """Neighbours that must confirm a pixel for it to stay (all of them when a view has fewer). Measured on
+    room_natural (cloud to the true surface, median / p90 of the diagonal, 0.2 and 1.2 deg): 1: 0.00144 / 0.0060
+    and 0.0030 / 0.0134; 2: 0.00138 / 0.0056 and 0.0028 / 0.0120, keeping 85-88 % of the points; 3: 0.00127 /
+    0.0050 and 0.0025 / 0.0103, keeping 65-72 %."""
 
     def __post_init__(self) -> None:
         if self.tolerance is not None and not 0 < self.tolerance < 1:
