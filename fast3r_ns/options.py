@@ -213,8 +213,9 @@ class RefineBundleOptions:
     num_threads: int = -1
     """Threads of the bundle adjustment; -1 uses every core. Default is -1."""
     function_tolerance: float = 0.0
-    """Ceres stops a solve when an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs
-    to ``max_iterations`` or the gradient tolerance. Default is 0.0."""
+    """The solves after the first of each adjustment (after removing outliers, started near the optimum) stop when
+    an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs to ``max_iterations`` or the
+    gradient tolerance. Default is 0.0."""
 
     def __post_init__(self) -> None:
         _one_of(self, "focal", BundleFocal)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-from .cameras import recover_cameras
+from .cameras import Cameras, recover_cameras
 from .chunked import chunked_if_needed
+from .geometry.fusion import FusedView
 from .io.images import PreparedImage
 from .options import ReconstructOptions
 from .point_cloud import build_point_cloud, fuse_dense
@@ -23,6 +26,7 @@ from .reconstruction import Reconstruction
 from .refinement import Refined, colmap_model_tracks, refine_cameras
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 __all__ = ["ReconstructOptions", "reconstruct", "reconstruct_from_predictions"]
 
@@ -59,48 +63,50 @@ def reconstruct_from_predictions(
     predictions: one dict per image with keys ``fast3r_ns.predictions.PREDICTION_KEYS`` (batch size 1 is used).
     """
     options = options or ReconstructOptions()
+    _check_grids(images, predictions)
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    timings: dict[str, float] = {}
+    step = partial(_timed, timings)
+
+    cameras = step("cameras", recover_cameras, images, predictions, options, device, progress)
+    refined: Refined | None = None
+    if options.refine.enabled:
+        refined = step("refine", refine_cameras, images, predictions, cameras, options, progress)
+    elif options.points.colmap_tracks:
+        refined = step("tracks", colmap_model_tracks, images, predictions, cameras, options, progress)
+    fused = None
+    if options.refine.enabled and options.points.fuse is not False and refined and refined.tracks.num_tracks:
+        fused = step("fuse", _fused, images, predictions, cameras, refined, options, device, progress)
+    tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
+    cloud = step("points", build_point_cloud, images, predictions, cameras, options, device, progress, *tracks, fused)
+    return _reconstruction(images, predictions, options, cameras, refined, cloud, timings)
+
+
+def _timed(timings: dict[str, float], name: str, stage: Callable[..., T], *args) -> T:
+    start = time.perf_counter()
+    result = stage(*args)
+    timings[name] = time.perf_counter() - start
+    return result
+
+
+def _check_grids(images: list[PreparedImage], predictions: list[Output]) -> None:
     if len(images) != len(predictions) or not images:
         raise ValueError(f"{len(images)} images but {len(predictions)} predictions")
     for index, (image, prediction) in enumerate(zip(images, predictions)):
         width, height = image.size
         if tuple(prediction["pts3d_in_other_view"].shape[-3:-1]) != (height, width):
             raise ValueError(f"prediction {index} does not have the {width}x{height} grid of its image")
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    timings = {}
 
-    start = time.perf_counter()
-    cameras = recover_cameras(images, predictions, options, device, progress)
-    timings["cameras"] = time.perf_counter() - start
 
-    refined: Refined | None = None
-    if options.refine.enabled:
-        start = time.perf_counter()
-        refined = refine_cameras(images, predictions, cameras, options, progress)
-        timings["refine"] = time.perf_counter() - start
-    elif options.points.colmap_tracks:
-        start = time.perf_counter()
-        refined = colmap_model_tracks(images, predictions, cameras, options, progress)
-        timings["tracks"] = time.perf_counter() - start
+def _fused(images, predictions, cameras: Cameras, refined: Refined, options, device, progress) -> list[FusedView]:
+    if progress:
+        progress("points: fusing the depth maps with the refined cameras")
+    fused, tolerance = fuse_dense(images, predictions, cameras, refined.tracks, options.points, device)
+    refined.stats["fusion_tolerance"] = tolerance
+    return fused
 
-    fused = None
-    if (
-        options.refine.enabled
-        and options.points.fuse is not False
-        and refined is not None
-        and refined.tracks.num_tracks
-    ):
-        start = time.perf_counter()
-        if progress:
-            progress("points: fusing the depth maps with the refined cameras")
-        fused, tolerance = fuse_dense(images, predictions, cameras, refined.tracks, options.points, device)
-        refined.stats["fusion_tolerance"] = tolerance
-        timings["fuse"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    tracks = (refined.tracks, refined.original_pixel) if refined is not None else (None, None)
-    cloud = build_point_cloud(images, predictions, cameras, options, device, progress, *tracks, fused)
-    timings["points"] = time.perf_counter() - start
-
+def _reconstruction(images, predictions, options, cameras: Cameras, refined: Refined | None, cloud, timings):
     return Reconstruction(
         image_paths=[image.path for image in images],
         image_sizes=np.array([image.original_size for image in images], dtype=np.int64),

@@ -56,8 +56,9 @@ class BundleOptions:
     max_iterations: int = 50
     """Ceres iterations per round. Default is 50."""
     function_tolerance: float = 0.0
-    """Ceres stops a solve when an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs
-    to ``max_iterations`` or the gradient tolerance. Default is 0.0."""
+    """The solves after the first (after removing outliers, started near the optimum) stop when an iteration lowers
+    the cost by less than this fraction; 0 (COLMAP's setting, also the first solve's) runs to ``max_iterations`` or
+    the gradient tolerance. Default is 0.0."""
     num_threads: int = -1
     """Ceres threads; -1 uses every core. Default is -1."""
 
@@ -181,7 +182,6 @@ def bundle_adjust(
     ba_options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     ba_options.ceres.loss_function_scale = options.loss_scale
     ba_options.ceres.solver_options.max_num_iterations = options.max_iterations
-    ba_options.ceres.solver_options.function_tolerance = options.function_tolerance
     ba_options.ceres.solver_options.num_threads = options.num_threads
     observations = pycolmap.ObservationManager(model)
     filtered = 0
@@ -201,6 +201,7 @@ def bundle_adjust(
                 config.add_constant_point(point_id)
         summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
         reports.append(summary.brief_report())
+        ba_options.ceres.solver_options.function_tolerance = options.function_tolerance  # the re-solves
         if options.adaptive_spread > 0:
             spread = options.adaptive_spread * _median_reprojection_error(model)
             threshold = float(np.clip(spread, options.min_reprojection_error, options.max_reprojection_error))
