@@ -140,6 +140,9 @@ class RefineFlowOptions:
     max_pair_matches: int | None = None
     """Most correspondences kept per directed view pair; None: 1024, 256 above ``RefineOptions.large_views``.
     Default is None."""
+    max_observations: int = 0
+    """Budget of flow correspondences over all pairs (``FlowOptions.max_observations``: the per-pair cap shrinks
+    so that the adjustment's size stays bounded as views grow); 0: no budget. Default is 0."""
     correction_spread: float | None = None
     """Adaptive correction gate of the flow matches (``FlowOptions.correction_spread``, with a 64 network px cap;
     0: the fixed ``FlowOptions.max_correction`` of 6 network px of the large-scene measurements). None: 3, 0 above
@@ -175,7 +178,16 @@ class RefineFlowOptions:
         _one_of(self, "preset", FlowPreset)
         _at_least(self, 1, "stride", "max_pair_matches", "rounds", optional=True)
         _at_least(self, 0, "correction_spread", "filter_spread", optional=True)
-        _at_least(self, 0, "min_observations", "tolerance_deg", "tolerance_focal", "guard_deg", "guard_focal")
+        _at_least(
+            self,
+            0,
+            "min_observations",
+            "max_observations",
+            "tolerance_deg",
+            "tolerance_focal",
+            "guard_deg",
+            "guard_focal",
+        )
         if self.depth not in (None, True, False):
             _fail(self, "depth", "must be True, False or None")
 

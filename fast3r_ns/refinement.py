@@ -286,6 +286,7 @@ def _flow_tracks(
             preset=flow.preset,
             stride=flow.stride,
             max_pair_matches=flow.max_pair_matches,
+            max_observations=flow.max_observations,
             correction_spread=flow.correction_spread,
             max_correction=64.0 if flow.correction_spread else 6.0,
         ),

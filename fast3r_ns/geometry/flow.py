@@ -51,6 +51,9 @@ class FlowOptions:
     """Grid step of the anchor pixels, network pixels. Default is 8."""
     max_pair_matches: int = 1024
     """Most correspondences kept per directed pair (spread over the grid). Default is 1024."""
+    max_observations: int = 0
+    """Budget of flow correspondences over all pairs (the adjustment's cost grows with them): the per-pair cap
+    becomes min(``max_pair_matches``, budget / (2 x pairs)), at least 64; 0: no budget. Default is 0."""
     link_radius: float = 0.5
     """Observations of one view closer than this (network pixels), from different anchors or pairs, become one
     observation, which links their tracks (0 disables). Default is 0.5."""
@@ -233,6 +236,9 @@ def flow_tracks(
         confs.append(conf.numpy())
     anchors = [view_anchors(p, c, g, options) for p, c, g in zip(global_maps, confs, greys)]
     pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
+    per_pair = options.max_pair_matches
+    if options.max_observations > 0 and len(pairs):
+        per_pair = min(per_pair, max(64, options.max_observations // (2 * len(pairs))))
     local = threading.local()
 
     def pair_correspondences(pair: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -246,8 +252,8 @@ def flow_tracks(
         out = []
         for a, b, flows in ((i, j, predicted), (j, i, predicted[::-1])):
             kept, target, roundtrip = local.pair_flow.correspondences((greys[a], greys[b]), flows, anchors[a][0])
-            if len(kept) > options.max_pair_matches:
-                chosen = np.linspace(0, len(kept) - 1, options.max_pair_matches).round().astype(np.int64)
+            if len(kept) > per_pair:
+                chosen = np.linspace(0, len(kept) - 1, per_pair).round().astype(np.int64)
                 kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
             out.append((kept, target, roundtrip))
         return out
