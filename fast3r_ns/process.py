@@ -82,6 +82,10 @@ class ProcessConfig:
     refine_distortion: bool = False
     """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written
     to transforms.json and the COLMAP model; for lenses with visible distortion."""
+    fuse_points: bool = True
+    """With --refine: rebuild the dense cloud (sparse_pc.ply) from each image's depth on its refined camera, kept
+    where two neighbouring images confirm it and averaged with them; --no-fuse-points keeps the cloud of the
+    pointmaps, whose per-image misplacement the refined cameras no longer share."""
     colmap_tracks: bool = True
     """Without --refine: give the COLMAP model multi-view tracks (pixels of neighbouring images whose predicted
     points agree, triangulated), so that COLMAP's bundle adjuster accepts it; --no-colmap-tracks writes cameras
@@ -343,7 +347,7 @@ def reconstruct_options(config: ProcessConfig) -> ReconstructOptions:
     from .options import CameraOptions, PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions
 
     points = {"conf_percentile": config.conf_percentile, "min_confidence": config.min_confidence}
-    points |= {"max_points": config.max_points}
+    points |= {"max_points": config.max_points, "fuse": None if config.fuse_points else False}
     return ReconstructOptions(
         cameras=CameraOptions(focal_mode=config.focal_mode),
         points=PointOptions(colmap_tracks=config.colmap_tracks, **{k: v for k, v in points.items() if v is not None}),

@@ -133,12 +133,13 @@ def test_cli_flags_map_onto_the_nested_options(tmp_path: Path) -> None:
         refine_tracks="pointmaps",
         refine_distortion=True,
         colmap_tracks=False,
+        fuse_points=False,
         max_views_per_pass=16,
     )
     options = reconstruct_options(config)
     assert options.cameras == CameraOptions(focal_mode="shared")
     assert options.points == PointOptions(
-        conf_percentile=20.0, min_confidence=2.0, max_points=1000, colmap_tracks=False
+        conf_percentile=20.0, min_confidence=2.0, max_points=1000, colmap_tracks=False, fuse=False
     )
     assert options.refine == RefineOptions(
         enabled=True, tracks="pointmaps", bundle=RefineBundleOptions(refine_distortion=True)
