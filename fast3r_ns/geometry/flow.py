@@ -92,7 +92,10 @@ def predicted_flow(
 def _fill(flow: np.ndarray) -> np.ndarray:
     """Flow with NaN holes replaced by the median of the finite part (the initialisation needs a full field)."""
     finite = np.isfinite(flow).all(-1)
-    fill = np.median(flow[finite], axis=0) if finite.any() else np.zeros(2, np.float32)
+    sample = flow[::8, ::8][finite[::8, ::8]]  # every 64th pixel: the median of 196k flows cost 19 ms a call
+    if not len(sample):
+        sample = flow[finite]
+    fill = np.median(sample, axis=0) if len(sample) else np.zeros(2, np.float32)
     return np.where(finite[..., None], flow, fill).astype(np.float32)
 
 
