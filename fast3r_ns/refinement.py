@@ -68,13 +68,14 @@ def refine_cameras(
     fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
     rounds: list[dict[str, float]] = []
     unfixed: dict[int, str] = {}
+    flow_views = FlowViews.of(images, predictions, options)
     reverted = 0
     for index in range(max(1, flow.rounds)):
         start = time.perf_counter()
         if progress:
             progress(f"refine: flow round {index + 1} over {len(images)} views")
         prior_intrinsics, prior_cam_to_world = cameras.intrinsics.copy(), cameras.cam_to_world.copy()
-        tracks = _flow_tracks(images, predictions, cameras, options, from_depth=index > 0 or flow.depth)
+        tracks = _flow_tracks(images, predictions, cameras, options, index > 0 or flow.depth, flow_views)
         multi_view = np.diff(tracks.offsets)[tracks.track] >= 3
         counts = np.bincount(tracks.view[multi_view], minlength=len(images))
         held = counts < flow.min_observations
@@ -248,11 +249,13 @@ def _flow_tracks(
     cameras: Cameras,
     options: ReconstructOptions,
     from_depth: bool = False,
+    views: FlowViews | None = None,
 ) -> Tracks:
     """Tracks of grid pixels and their forward-backward consistent optical flow in the neighbours
     (``geometry.flow``), predicted from the global pointmaps or (``from_depth``) from each view's local depth
-    back-projected with its current camera (``refine_rounds.depth_pointmap``)."""
-    from .geometry.flow import FlowOptions, flow_tracks, grey_image
+    back-projected with its current camera (``refine_rounds.depth_pointmap``). ``views``: the round-independent
+    inputs (``FlowViews``), computed here when not given."""
+    from .geometry.flow import FlowOptions, flow_tracks
     from .refine_rounds import depth_pointmap
 
     network = np.stack(
@@ -275,10 +278,11 @@ def _flow_tracks(
             for p, world, intrinsics, cam_to_world in zip(predictions, pointmaps, network, cameras.cam_to_world)
         ]
     flow = options.refine.flow
+    views = views or FlowViews.of(images, predictions, options)
     tracks = flow_tracks(
-        [grey_image(image.tensor) for image in images],
+        views.greys,
         pointmaps,
-        [first_item(p["conf"]) for p in predictions],
+        views.confidences,
         network,
         cameras.cam_to_world,
         options.refine.neighbors,
@@ -292,8 +296,27 @@ def _flow_tracks(
         ),
         options.points.conf_percentile,
         options.points.min_confidence,
+        views.masks,
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
+
+
+@dataclass
+class FlowViews:
+    """What every flow round needs of the views and that does not change between rounds."""
+
+    greys: list[np.ndarray]  # [H, W] uint8 network images
+    confidences: list[torch.Tensor]  # [H, W] global confidence
+    masks: list[np.ndarray]  # [H, W] bool confidence gates
+
+    @classmethod
+    def of(cls, images: Sequence[PreparedImage], predictions: Sequence[Output], options: ReconstructOptions):
+        from .geometry.flow import confidence_masks, grey_image
+
+        confidences = [first_item(p["conf"]) for p in predictions]
+        points = options.points
+        masks = confidence_masks(confidences, points.conf_percentile, points.min_confidence)
+        return cls([grey_image(image.tensor) for image in images], confidences, masks)
 
 
 def _pointmap_tracks(predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions) -> Tracks:

@@ -215,6 +215,15 @@ def view_anchors(
     return pixels, points[r, c].astype(np.float64), confidence[r, c]
 
 
+def confidence_masks(
+    confidences: Sequence[torch.Tensor], conf_percentile: float, min_confidence: float
+) -> list[np.ndarray]:
+    """Per view [H, W] bool: the confidence gates of the point cloud (``geometry.points.confidence_mask``)."""
+    return [
+        confidence_mask(conf.double().cpu()[None], conf_percentile, min_confidence)[0].numpy() for conf in confidences
+    ]
+
+
 def flow_tracks(
     greys: Sequence[np.ndarray],  # per view [H, W] uint8
     pointmaps: Sequence[torch.Tensor],  # per view [H, W, 3] global pointmap
@@ -225,16 +234,19 @@ def flow_tracks(
     options: FlowOptions | None = None,
     conf_percentile: float = 10.0,
     min_confidence: float = 1.5,
+    masks: Sequence[np.ndarray] | None = None,
 ) -> Tracks:
     """Tracks of anchor pixels and their flow targets in the candidate neighbours (``tracks.candidate_pairs``);
-    each anchor's track holds the anchor and one target per neighbour (best roundtrip first)."""
+    each anchor's track holds the anchor and one target per neighbour (best roundtrip first). ``masks``: the
+    views' confidence masks [H, W] when already known (``confidence_masks``; rounds reuse them)."""
     options = options or FlowOptions()
     count = len(greys)
     world_to_cam = np.linalg.inv(cam_to_world)
     global_maps, confs = [], []  # per view: confident points (NaN elsewhere) [H, W, 3], confidence [H, W]
-    for points, conf in zip(pointmaps, confidences):
+    if masks is None:
+        masks = confidence_masks(confidences, conf_percentile, min_confidence)
+    for points, conf, mask in zip(pointmaps, confidences, masks):
         conf = conf.double().cpu()
-        mask = confidence_mask(conf[None], conf_percentile, min_confidence)[0].numpy()
         global_maps.append(np.where(mask[..., None], points.float().cpu().numpy(), np.nan))
         confs.append(conf.numpy())
     anchors = [view_anchors(p, c, g, options) for p, c, g in zip(global_maps, confs, greys)]
