@@ -5,25 +5,17 @@ import pytest
 import torch
 
 from fast3r_ns.geometry.fusion import FusionOptions, fuse_depths, neighbours_of
+from fast3r_ns.testing.scene import look_at
 
 HEIGHT, WIDTH, FOCAL = 48, 64, 60.0
-
-
-def _look_at(center: np.ndarray, target: np.ndarray) -> np.ndarray:
-    forward = (target - center) / np.linalg.norm(target - center)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([right, down, forward], axis=1)
-    pose[:3, 3] = center
-    return pose
 
 
 def _plane_views(noise: float, seed: int = 0):
     """Depth maps of the plane z = 4 from three cameras near the origin, with relative depth noise."""
     rng = np.random.default_rng(seed)
-    poses = np.stack([_look_at(np.array([x, 0.0, 0.0]), np.array([0.0, 0.0, 4.0])) for x in (-0.3, 0.0, 0.3)])
+    poses = np.stack(
+        [look_at(np.array([x, 0.0, 0.0]), np.array([0.0, 0.0, 4.0]), up=(0.0, 1.0, 0.0)) for x in (-0.3, 0.0, 0.3)]
+    )
     intrinsics = np.tile([FOCAL, FOCAL, WIDTH / 2, HEIGHT / 2], (3, 1))
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH] + 0.5
     rays = np.stack([(xs - WIDTH / 2) / FOCAL, (ys - HEIGHT / 2) / FOCAL, np.ones_like(xs)], axis=-1)
