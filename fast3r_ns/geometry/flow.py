@@ -146,22 +146,27 @@ class PairFlow:
         residual = self.dis.calc(first, warped, None)
         return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def correspondences(
+    def flows(
+        self, grey: tuple[np.ndarray, np.ndarray], predicted: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The flows A -> B and B -> A [H, W, 2] of uint8 greys (A, B) around the predicted flows (A -> B, B -> A)."""
+        return self.flow(grey[0], grey[1], predicted[0]), self.flow(grey[1], grey[0], predicted[1])
+
+    def matches(
         self,
-        grey: tuple[np.ndarray, np.ndarray],  # uint8 [H, W] of A and B
-        predicted: tuple[np.ndarray, np.ndarray],  # [H, W, 2] predicted flows A -> B and B -> A
+        forward: np.ndarray,  # [H, W, 2] flow A -> B
+        backward: np.ndarray,  # [H, W, 2] flow B -> A
+        predicted: np.ndarray,  # [H, W, 2] predicted flow A -> B
         anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
         options = self.options
-        forward = self.flow(grey[0], grey[1], predicted[0])
-        backward = self.flow(grey[1], grey[0], predicted[1])
         col, row = (anchors[:, 0] - 0.5).astype(np.int64), (anchors[:, 1] - 0.5).astype(np.int64)
         step = forward[row, col]
         target = anchors + step
         back = sample_flow(backward, target)
         roundtrip = np.linalg.norm(step + back, axis=-1)
-        correction = step - predicted[0][row, col]
+        correction = step - predicted[row, col]
         keep = (roundtrip <= options.max_roundtrip) & np.isfinite(back).all(-1) & np.isfinite(correction).all(-1)
         keep &= np.linalg.norm(np.where(np.isfinite(correction), correction, np.inf), axis=-1) <= options.max_correction
         if options.correction_spread > 0:
@@ -170,6 +175,16 @@ class PairFlow:
             )
         index = np.flatnonzero(keep)
         return index, target[index], roundtrip[index]
+
+    def correspondences(
+        self,
+        grey: tuple[np.ndarray, np.ndarray],  # uint8 [H, W] of A and B
+        predicted: tuple[np.ndarray, np.ndarray],  # [H, W, 2] predicted flows A -> B and B -> A
+        anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
+        forward, backward = self.flows(grey, predicted)
+        return self.matches(forward, backward, predicted[0], anchors)
 
 
 def correction_inliers(
@@ -264,9 +279,10 @@ def flow_tracks(
             predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
             predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
         )
+        forward, backward = local.pair_flow.flows((greys[i], greys[j]), predicted)  # one flow each way per pair
         out = []
-        for a, b, flows in ((i, j, predicted), (j, i, predicted[::-1])):
-            kept, target, roundtrip = local.pair_flow.correspondences((greys[a], greys[b]), flows, anchors[a][0])
+        for a, there, back, guess in ((i, forward, backward, predicted[0]), (j, backward, forward, predicted[1])):
+            kept, target, roundtrip = local.pair_flow.matches(there, back, guess, anchors[a][0])
             if len(kept) > per_pair:
                 chosen = np.linspace(0, len(kept) - 1, per_pair).round().astype(np.int64)
                 kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
