@@ -23,6 +23,7 @@ from .io.images import PreparedImage
 from .predictions import Output, first_item
 
 if TYPE_CHECKING:
+    from .geometry.flow import FlowCache
     from .options import ReconstructOptions, RefineBundleOptions, RefineFlowOptions
 
 Progress = Callable[[str], None]
@@ -87,13 +88,20 @@ def refine_cameras(
         result = _adjust(images, cameras, tracks, options, held, start)
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
-        rounds.append({"max_rotation_change_deg": float(np.nanmax(turned)), "max_focal_change": float(zoomed.max())})
+        rounds.append(
+            {
+                "max_rotation_change_deg": float(np.nanmax(turned)),
+                "max_focal_change": float(zoomed.max()),
+                "pairs_reused": float(flow_views.flows.reused),
+            }
+        )
         if progress:
             stats = result.stats
             progress(
                 f"refine: flow round {index + 1}: {int(stats['observations_kept']):,} observations, flow "
                 f"{stats['tracks_seconds']:.1f} s, adjustment {stats['setup_seconds'] + stats['solve_seconds']:.1f} s "
-                f"({int(stats['solver_iterations'])} iterations), largest turn {np.nanmax(turned):.3f} deg"
+                f"({int(stats['solver_iterations'])} iterations), largest turn {np.nanmax(turned):.3f} deg, "
+                f"{flow_views.flows.reused} pairs kept their flows"
             )
         if index > 0 and np.nanmax(turned) > rounds[-2]["max_rotation_change_deg"]:
             # Moving more than the round before: diverging (a view drifting on its own predictions); keep the last.
@@ -297,8 +305,15 @@ def _flow_tracks(
         options.points.conf_percentile,
         options.points.min_confidence,
         views.masks,
+        views.flows,
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
+
+
+def _flow_cache():
+    from .geometry.flow import FlowCache
+
+    return FlowCache()
 
 
 @dataclass
@@ -308,6 +323,7 @@ class FlowViews:
     greys: list[np.ndarray]  # [H, W] uint8 network images
     confidences: list[torch.Tensor]  # [H, W] global confidence
     masks: list[np.ndarray]  # [H, W] bool confidence gates
+    flows: FlowCache = field(default_factory=lambda: _flow_cache())  # flows of earlier rounds
 
     @classmethod
     def of(cls, images: Sequence[PreparedImage], predictions: Sequence[Output], options: ReconstructOptions):

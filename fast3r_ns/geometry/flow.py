@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,6 +57,10 @@ class FlowOptions:
     link_radius: float = 0.5
     """Observations of one view closer than this (network pixels), from different anchors or pairs, become one
     observation, which links their tracks (0 disables). Default is 0.5."""
+    reuse_px: float = 0.5
+    """With a ``FlowCache`` across rounds: a pair whose predicted flow moved at most this (median over either
+    view's anchors, network pixels) since its flows were computed keeps those flows and is only gated again
+    against the new prediction (0: always recompute). Default is 0.5."""
     threads: int | None = None
     """Threads over the view pairs (OpenCV releases the GIL); None: every core this process may use (2 was the
     default before, leaving 14 of the GPU machine's 16 cores idle). Default is None."""
@@ -87,6 +91,11 @@ def predicted_flow(
         xy = np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan).reshape(height, width, 2)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     return xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)
+
+
+def _at(field: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Values of a [H, W, C] field at pixel centres [N, 2] (continuous coordinates)."""
+    return field[(pixels[:, 1] - 0.5).astype(np.int64), (pixels[:, 0] - 0.5).astype(np.int64)]
 
 
 def _fill(flow: np.ndarray) -> np.ndarray:
@@ -152,21 +161,26 @@ class PairFlow:
         """The flows A -> B and B -> A [H, W, 2] of uint8 greys (A, B) around the predicted flows (A -> B, B -> A)."""
         return self.flow(grey[0], grey[1], predicted[0]), self.flow(grey[1], grey[0], predicted[1])
 
-    def matches(
+    @staticmethod
+    def measure(forward: np.ndarray, backward: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(step [N, 2], back [N, 2]): the flow A -> B at A's anchors and the flow B -> A where they land, of the
+        flows A -> B and B -> A [H, W, 2]; what the gate needs of the flows (no prediction in it)."""
+        col, row = (anchors[:, 0] - 0.5).astype(np.int64), (anchors[:, 1] - 0.5).astype(np.int64)
+        step = forward[row, col]
+        return step, sample_flow(backward, anchors + step)
+
+    def gate(
         self,
-        forward: np.ndarray,  # [H, W, 2] flow A -> B
-        backward: np.ndarray,  # [H, W, 2] flow B -> A
-        predicted: np.ndarray,  # [H, W, 2] predicted flow A -> B
         anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
+        step: np.ndarray,  # [N, 2] measured flow A -> B at the anchors
+        back: np.ndarray,  # [N, 2] measured flow B -> A at the anchors' targets
+        guess: np.ndarray,  # [N, 2] predicted flow A -> B at the anchors
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
         options = self.options
-        col, row = (anchors[:, 0] - 0.5).astype(np.int64), (anchors[:, 1] - 0.5).astype(np.int64)
-        step = forward[row, col]
         target = anchors + step
-        back = sample_flow(backward, target)
         roundtrip = np.linalg.norm(step + back, axis=-1)
-        correction = step - predicted[row, col]
+        correction = step - guess
         keep = (roundtrip <= options.max_roundtrip) & np.isfinite(back).all(-1) & np.isfinite(correction).all(-1)
         keep &= np.linalg.norm(np.where(np.isfinite(correction), correction, np.inf), axis=-1) <= options.max_correction
         if options.correction_spread > 0:
@@ -175,6 +189,16 @@ class PairFlow:
             )
         index = np.flatnonzero(keep)
         return index, target[index], roundtrip[index]
+
+    def matches(
+        self,
+        forward: np.ndarray,  # [H, W, 2] flow A -> B
+        backward: np.ndarray,  # [H, W, 2] flow B -> A
+        predicted: np.ndarray,  # [H, W, 2] predicted flow A -> B
+        anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
+        return self.gate(anchors, *self.measure(forward, backward, anchors), _at(predicted, anchors))
 
     def correspondences(
         self,
@@ -230,6 +254,15 @@ def view_anchors(
     return pixels, points[r, c].astype(np.float64), confidence[r, c]
 
 
+@dataclass
+class FlowCache:
+    """Flows measured in earlier rounds, per view pair (i, j): the predictions at i's and j's anchors then and
+    ``PairFlow.measure`` of both directions. ``reused`` counts the pairs the last call did not recompute."""
+
+    pairs: dict = field(default_factory=dict)
+    reused: int = 0
+
+
 def confidence_masks(
     confidences: Sequence[torch.Tensor], conf_percentile: float, min_confidence: float
 ) -> list[np.ndarray]:
@@ -250,10 +283,12 @@ def flow_tracks(
     conf_percentile: float = 10.0,
     min_confidence: float = 1.5,
     masks: Sequence[np.ndarray] | None = None,
+    cache: FlowCache | None = None,
 ) -> Tracks:
     """Tracks of anchor pixels and their flow targets in the candidate neighbours (``tracks.candidate_pairs``);
     each anchor's track holds the anchor and one target per neighbour (best roundtrip first). ``masks``: the
-    views' confidence masks [H, W] when already known (``confidence_masks``; rounds reuse them)."""
+    views' confidence masks [H, W] when already known (``confidence_masks``; rounds reuse them). ``cache``: the
+    flows of earlier rounds (``FlowCache``, ``FlowOptions.reuse_px``)."""
     options = options or FlowOptions()
     count = len(greys)
     world_to_cam = np.linalg.inv(cam_to_world)
@@ -270,6 +305,7 @@ def flow_tracks(
     if options.max_observations > 0 and len(pairs):
         per_pair = min(per_pair, max(64, options.max_observations // (2 * len(pairs))))
     local = threading.local()
+    reuse, reused = options.reuse_px, []
 
     def pair_correspondences(pair: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not hasattr(local, "pair_flow"):
@@ -279,10 +315,22 @@ def flow_tracks(
             predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
             predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
         )
-        forward, backward = local.pair_flow.flows((greys[i], greys[j]), predicted)  # one flow each way per pair
+        guesses = (_at(predicted[0], anchors[i][0]), _at(predicted[1], anchors[j][0]))
+        known = cache.pairs.get((i, j)) if cache is not None else None
+        if known is not None and reuse > 0 and max(_median_move(a, b) for a, b in zip(known[0], guesses)) <= reuse:
+            measured = known[1]
+            reused.append(1)
+        else:
+            forward, backward = local.pair_flow.flows((greys[i], greys[j]), predicted)  # one flow each way
+            measured = (
+                PairFlow.measure(forward, backward, anchors[i][0]),
+                PairFlow.measure(backward, forward, anchors[j][0]),
+            )
+            if cache is not None:
+                cache.pairs[(i, j)] = (guesses, measured)
         out = []
-        for a, there, back, guess in ((i, forward, backward, predicted[0]), (j, backward, forward, predicted[1])):
-            kept, target, roundtrip = local.pair_flow.matches(there, back, guess, anchors[a][0])
+        for a, (step, back), guess in zip((i, j), measured, guesses):
+            kept, target, roundtrip = local.pair_flow.gate(anchors[a][0], step, back, guess)
             if len(kept) > per_pair:
                 chosen = np.linspace(0, len(kept) - 1, per_pair).round().astype(np.int64)
                 kept, target, roundtrip = kept[chosen], target[chosen], roundtrip[chosen]
@@ -291,6 +339,8 @@ def flow_tracks(
 
     with ThreadPoolExecutor(max(1, options.threads or len(os.sched_getaffinity(0)))) as pool:
         results = list(pool.map(pair_correspondences, pairs))
+    if cache is not None:
+        cache.reused = len(reused)
     pair_matches = np.zeros(len(pairs), dtype=np.int64)
     # Nodes: every view's anchors first, then one new node per flow target.
     anchor_offsets = np.concatenate([[0], np.cumsum([len(a[0]) for a in anchors])])
@@ -376,3 +426,12 @@ def _representative_points(same: np.ndarray, node_point: np.ndarray) -> np.ndarr
 @dataclass
 class _Points:
     points: np.ndarray  # [N, 3], what ``candidate_pairs`` reads
+
+
+def _median_move(before: np.ndarray, after: np.ndarray) -> float:
+    """Median distance [px] between two predictions [N, 2] at the same anchors (inf when not comparable)."""
+    if before.shape != after.shape or not len(before):
+        return float("inf")
+    moved = np.linalg.norm(after - before, axis=-1)
+    moved = moved[np.isfinite(moved)]
+    return float(np.median(moved)) if len(moved) else float("inf")

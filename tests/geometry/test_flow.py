@@ -17,8 +17,45 @@ from bench_splat import NOISY, FastLikeOracle  # noqa: E402
 
 from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
-from fast3r_ns.geometry.flow import FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
+from fast3r_ns.geometry.flow import FlowCache, FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
+
+
+def _three_views(tmp_path):
+    scene = splat_scene.make("room")
+    scene = scene.reordered(scene.process_order()[:3])
+    images = load_images(scene.write_images(tmp_path), size=512)
+    predictions = FastLikeOracle(scene, images, seed=11, **NOISY)([im.tensor for im in images])
+    rec = reconstruct_from_predictions(
+        images, predictions, ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
+    )
+    network = np.stack(
+        [intrinsics_to_network(c, im.scale_to_original, im.crop_offset) for c, im in zip(rec.intrinsics, images)]
+    )
+    inputs = (
+        [grey_image(im.tensor) for im in images],
+        [p["pts3d_in_other_view"][0] for p in predictions],
+        [p["conf"][0] for p in predictions],
+        network,
+    )
+    return inputs, rec.cam_to_world
+
+
+def test_a_round_keeps_the_flows_of_pairs_whose_prediction_did_not_move(tmp_path) -> None:
+    inputs, cam_to_world = _three_views(tmp_path)
+    cache = FlowCache()
+    first = flow_tracks(*inputs, cam_to_world, neighbors=2, cache=cache)
+    assert cache.reused == 0 and len(cache.pairs) == len(first.pairs) > 0
+    again = flow_tracks(*inputs, cam_to_world, neighbors=2, cache=cache)  # same cameras: every pair kept
+    assert cache.reused == len(first.pairs)
+    np.testing.assert_array_equal(again.pixel, first.pixel)
+    np.testing.assert_array_equal(again.offsets, first.offsets)
+    turned = cam_to_world.copy()
+    turned[1:, :3, 3] += 0.05 * np.linalg.norm(cam_to_world[1, :3, 3] - cam_to_world[0, :3, 3])  # a few pixels
+    flow_tracks(*inputs, turned, neighbors=2, cache=cache)
+    assert cache.reused < len(first.pairs)  # a pair with a view that moved is measured again
+    flow_tracks(*inputs, turned, neighbors=2, options=FlowOptions(reuse_px=0.0), cache=cache)
+    assert cache.reused == 0
 
 
 def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
