@@ -38,11 +38,11 @@ def _three_views(tmp_path):
         [p["conf"][0] for p in predictions],
         network,
     )
-    return inputs, rec.cam_to_world
+    return inputs, rec.cam_to_world, scene, images
 
 
 def test_a_round_keeps_the_flows_of_pairs_whose_prediction_did_not_move(tmp_path) -> None:
-    inputs, cam_to_world = _three_views(tmp_path)
+    inputs, cam_to_world, _, _ = _three_views(tmp_path)
     cache = FlowCache()
     first = flow_tracks(*inputs, cam_to_world, neighbors=2, cache=cache)
     assert cache.reused == 0 and len(cache.pairs) == len(first.pairs) > 0
@@ -59,25 +59,8 @@ def test_a_round_keeps_the_flows_of_pairs_whose_prediction_did_not_move(tmp_path
 
 
 def test_flow_tracks_are_true_correspondences(tmp_path) -> None:
-    scene = splat_scene.make("room")
-    scene = scene.reordered(scene.process_order()[:3])
-    images = load_images(scene.write_images(tmp_path), size=512)
-    predictions = FastLikeOracle(scene, images, seed=11, **NOISY)([im.tensor for im in images])
-    rec = reconstruct_from_predictions(
-        images, predictions, ReconstructOptions(points=PointOptions(colors="network"), device="cpu")
-    )
-    network = np.stack(
-        [intrinsics_to_network(c, im.scale_to_original, im.crop_offset) for c, im in zip(rec.intrinsics, images)]
-    )
-    tracks = flow_tracks(
-        [grey_image(im.tensor) for im in images],
-        [p["pts3d_in_other_view"][0] for p in predictions],
-        [p["conf"][0] for p in predictions],
-        network,
-        rec.cam_to_world,
-        neighbors=2,
-        options=FlowOptions(link_radius=0.0),
-    )
+    inputs, cam_to_world, scene, images = _three_views(tmp_path)
+    tracks = flow_tracks(*inputs, cam_to_world, neighbors=2, options=FlowOptions(link_radius=0.0))
     assert tracks.num_tracks > 500
     # No linking here: each track is an anchor (the row with its own pointmap point) and its flow targets.
     anchor = np.isfinite(tracks.source_point).all(-1)
