@@ -57,6 +57,13 @@ def recover_cameras(
     return cameras
 
 
+def network_intrinsics(images: Sequence[PreparedImage], intrinsics: np.ndarray) -> np.ndarray:
+    """[V, 4] network-pixel (fx, fy, cx, cy) of original-image intrinsics [V, 4]."""
+    return np.stack(
+        [intrinsics_to_network(k, image.scale_to_original, image.crop_offset) for k, image in zip(intrinsics, images)]
+    )
+
+
 def original_center(image: PreparedImage) -> np.ndarray:
     return np.array(image.original_size, dtype=np.float64) / 2.0
 

@@ -96,19 +96,20 @@ def _dense_points(
         view_confidence[view] = float(conf.nanmedian())
         if points_options.drop_untrusted_views and cameras.notes[view]:
             continue
-        mask = confidence_mask(conf[None], points_options.conf_percentile, points_options.min_confidence)[0]
-        if fused is not None:
-            points = torch.full((len(conf), 3), float("nan"), device=device)
-            points[fused[view].index.to(device)] = fused[view].points.to(device)
-        elif use_local:
-            pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
-            local = first_item(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
-            points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
+        if fused is not None:  # already confidence-gated and finite (fuse_dense)
+            index = fused[view].index.to(device)
+            sampler.add(view, fused[view].points.to(device), conf[index], index)
         else:
-            points = first_item(prediction["pts3d_in_other_view"]).reshape(-1, 3).to(device, torch.float32)
-        mask &= torch.isfinite(points).all(-1)
-        index = mask.nonzero()[:, 0]
-        sampler.add(view, points[index], conf[index], index)
+            mask = confidence_mask(conf[None], points_options.conf_percentile, points_options.min_confidence)[0]
+            if use_local:
+                pose = torch.from_numpy(cameras.cam_to_world[view]).to(device)
+                local = first_item(prediction["pts3d_local"]).reshape(-1, 3).to(device, torch.float32)
+                points = float(cameras.scale[view]) * local @ pose[:3, :3].T.float() + pose[:3, 3].float()
+            else:
+                points = first_item(prediction["pts3d_in_other_view"]).reshape(-1, 3).to(device, torch.float32)
+            mask &= torch.isfinite(points).all(-1)
+            index = mask.nonzero()[:, 0]
+            sampler.add(view, points[index], conf[index], index)
         if progress and (view + 1) % options.chunk_views == 0:
             progress(f"points: {view + 1}/{count} views")
     points, conf, view_index, pixel_index = sampler.finish(points_options.max_points, device)
@@ -161,15 +162,11 @@ def fuse_dense(
     """Per-view fused dense points (``geometry.fusion``) after the refinement: each view's LOCAL depth (free of the
     global pointmap's per-view misplacement) on its refined camera, scaled to the world by the refined track points
     it observes, confirmed and averaged across the neighbours the refinement matched."""
-    from .geometry.conventions import intrinsics_to_network
+    from .cameras import network_intrinsics
     from .geometry.fusion import FusionOptions, fuse_depths, neighbours_of
 
-    network = np.stack(
-        [
-            intrinsics_to_network(k, image.scale_to_original, image.crop_offset)
-            for k, image in zip(cameras.intrinsics, images)
-        ]
-    )
+    network = network_intrinsics(images, cameras.intrinsics)
+    observed = _observations_by_view(tracks, len(images))
     depths = []
     for view, prediction in enumerate(predictions):
         local = first_item(prediction["pts3d_local"])[..., 2].to(device, torch.float64)
@@ -178,23 +175,34 @@ def fuse_dense(
         mask = mask.reshape(local.shape) & (local > 0)
         if options.drop_untrusted_views and cameras.notes[view]:
             mask[:] = False
-        scale = _world_scale(view, local, first_item(prediction["pts3d_in_other_view"]), cameras, tracks)
+        scale = _world_scale(view, local, first_item(prediction["pts3d_in_other_view"]), cameras, observed[view])
         depths.append(torch.where(mask, local * scale, torch.full_like(local, float("nan"))).float())
     neighbours = neighbours_of(tracks.pairs, len(images))
     per_view = int(math.ceil(6 * options.max_points / len(images)))  # the sampler keeps 4x, some fail the check
     return fuse_depths(depths, network, cameras.cam_to_world, neighbours, FusionOptions(), device, per_view)
 
 
-def _world_scale(view: int, local: torch.Tensor, world: torch.Tensor, cameras: Cameras, tracks: Tracks) -> float:
+def _observations_by_view(tracks: Tracks, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per view: (track points [n, 3], network pixels [n, 2]) of its observations."""
+    order = np.argsort(tracks.view, kind="stable")
+    bounds = np.searchsorted(tracks.view[order], np.arange(count + 1))
+    points = tracks.points[tracks.track]
+    rows = [order[bounds[v] : bounds[v + 1]] for v in range(count)]
+    return [(points[r], tracks.pixel[r]) for r in rows]
+
+
+def _world_scale(
+    view: int, local: torch.Tensor, world: torch.Tensor, cameras: Cameras, observed: tuple[np.ndarray, np.ndarray]
+) -> float:
     """Local depth -> world depth of one view: the median ratio of the refined track points' depth in the view's
-    camera to the local depth at their observations (>= 16 of them), else of the global points' depth."""
+    camera to the local depth at their ``observed`` pixels (>= 16 of them), else of the global points' depth."""
     rotation = torch.as_tensor(cameras.cam_to_world[view, :3, :3], device=local.device, dtype=torch.float64)
     center = torch.as_tensor(cameras.cam_to_world[view, :3, 3], device=local.device, dtype=torch.float64)
     height, width = local.shape
-    rows = tracks.view == view
-    if rows.sum() >= 16:
-        points = torch.as_tensor(tracks.points[tracks.track[rows]], device=local.device, dtype=torch.float64)
-        pixel = np.floor(tracks.pixel[rows]).astype(np.int64)
+    track_points, track_pixels = observed
+    if len(track_points) >= 16:
+        points = torch.as_tensor(track_points, device=local.device, dtype=torch.float64)
+        pixel = np.floor(track_pixels).astype(np.int64)
         col, row = np.clip(pixel[:, 0], 0, width - 1), np.clip(pixel[:, 1], 0, height - 1)
         theirs = ((points - center) @ rotation)[:, 2]
         mine = local[torch.as_tensor(row), torch.as_tensor(col)]

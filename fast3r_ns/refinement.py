@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .cameras import Cameras
+from .cameras import Cameras, network_intrinsics
 from .colmap_tracks import pointmap_model_tracks, to_original
-from .geometry.conventions import intrinsics_to_network
+from .geometry.flow import FlowCache
 from .geometry.tracks import Tracks, build_tracks, sample_view, subpixel_observations
 from .io.images import PreparedImage
 from .predictions import Output, first_item
 
 if TYPE_CHECKING:
-    from .geometry.flow import FlowCache
     from .options import ReconstructOptions, RefineBundleOptions, RefineFlowOptions
 
 Progress = Callable[[str], None]
@@ -266,12 +265,7 @@ def _flow_tracks(
     from .geometry.flow import FlowOptions, flow_tracks
     from .refine_rounds import depth_pointmap
 
-    network = np.stack(
-        [
-            intrinsics_to_network(camera, image.scale_to_original, image.crop_offset)
-            for camera, image in zip(cameras.intrinsics, images)
-        ]
-    )
+    network = network_intrinsics(images, cameras.intrinsics)
     pointmaps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     if from_depth:
         pointmaps = [
@@ -310,12 +304,6 @@ def _flow_tracks(
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
 
 
-def _flow_cache():
-    from .geometry.flow import FlowCache
-
-    return FlowCache()
-
-
 @dataclass
 class FlowViews:
     """What every flow round needs of the views and that does not change between rounds."""
@@ -323,7 +311,7 @@ class FlowViews:
     greys: list[np.ndarray]  # [H, W] uint8 network images
     confidences: list[torch.Tensor]  # [H, W] global confidence
     masks: list[np.ndarray]  # [H, W] bool confidence gates
-    flows: FlowCache = field(default_factory=lambda: _flow_cache())  # flows of earlier rounds
+    flows: FlowCache = field(default_factory=FlowCache)  # flows of earlier rounds
 
     @classmethod
     def of(cls, images: Sequence[PreparedImage], predictions: Sequence[Output], options: ReconstructOptions):

@@ -165,8 +165,7 @@ class PairFlow:
     def measure(forward: np.ndarray, backward: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(step [N, 2], back [N, 2]): the flow A -> B at A's anchors and the flow B -> A where they land, of the
         flows A -> B and B -> A [H, W, 2]; what the gate needs of the flows (no prediction in it)."""
-        col, row = (anchors[:, 0] - 0.5).astype(np.int64), (anchors[:, 1] - 0.5).astype(np.int64)
-        step = forward[row, col]
+        step = _at(forward, anchors)
         return step, sample_flow(backward, anchors + step)
 
     def gate(

@@ -52,19 +52,8 @@ def neighbours_of(pairs: np.ndarray, count: int) -> list[list[int]]:
     return [sorted(set(n)) for n in out]
 
 
-def _rays(intrinsics: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[H * W, 3] camera-frame rays (z = 1) through the pixel centres."""
-    fx, fy, cx, cy = intrinsics.tolist()
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=intrinsics.dtype, device=intrinsics.device) + 0.5,
-        torch.arange(width, dtype=intrinsics.dtype, device=intrinsics.device) + 0.5,
-        indexing="ij",
-    )
-    return torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)
-
-
 class _Views:
-    """Depth maps (float32), cameras and rays of all views on one device (float64 geometry)."""
+    """Depth maps (float32) and cameras of all views on one device (float64 geometry)."""
 
     def __init__(self, depths, intrinsics, cam_to_world, device) -> None:
         self.depths = [torch.as_tensor(d, device=device, dtype=torch.float32) for d in depths]
@@ -72,8 +61,10 @@ class _Views:
         self.pose = torch.as_tensor(np.asarray(cam_to_world), device=device, dtype=torch.float64)
 
     def points(self, view: int, index: torch.Tensor) -> torch.Tensor:
-        height, width = self.depths[view].shape
-        rays = _rays(self.intrinsics[view], height, width)[index]
+        width = self.depths[view].shape[1]
+        fx, fy, cx, cy = self.intrinsics[view]
+        x, y = (index % width).double() + 0.5, (index // width).double() + 0.5  # the pixel centres
+        rays = torch.stack([(x - cx) / fx, (y - cy) / fy, torch.ones_like(x)], dim=-1)
         camera = rays * self.depths[view].reshape(-1)[index, None].double()
         return camera @ self.pose[view, :3, :3].T + self.pose[view, :3, 3]
 
