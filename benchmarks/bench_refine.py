@@ -9,12 +9,14 @@ the views are photometrically consistent and optical flow (``RefineOptions.track
     PYTHONPATH=. python benchmarks/bench_refine.py --views 100 --width 512 --height 384
     PYTHONPATH=. python benchmarks/bench_refine.py --views 1000 --width 256 --height 192
     PYTHONPATH=. python benchmarks/bench_refine.py --views 200 --width 512 --height 384 --device cuda   # GPU machine
+    PYTHONPATH=. python benchmarks/bench_refine.py --views 100 --set refine.flow.rounds=1 refine.flow.max_observations=0
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import resource
 import time
@@ -26,6 +28,7 @@ from benchmarks.common import RESULTS, append, commit, device_name, device_slug
 from fast3r_ns import PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions, reconstruct_from_predictions
 from fast3r_ns.geometry.conventions import pixel_centers
 from fast3r_ns.io import PreparedImage
+from fast3r_ns.options import with_values
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
 from fast3r_ns.testing.scene import Scene
@@ -81,6 +84,7 @@ def run(
     seed: int,
     large_views: int,
     device: str = "cpu",
+    overrides: dict | None = None,
 ) -> dict:
     scene = make_scene(views, image_size=(width, height), arc_degrees=300, seed=seed)
     start = time.perf_counter()
@@ -96,10 +100,12 @@ def run(
     refine = RefineOptions(
         enabled=True, large_views=large_views, bundle=RefineBundleOptions(refine_points=refine_points)
     )
+    refined = with_values(dataclasses.replace(options, refine=refine), overrides or {})
+    refine = refined.refine
     after = reconstruct_from_predictions(
         images,
         predictions,
-        dataclasses.replace(options, refine=refine),
+        refined,
         lambda message: print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True),
     )
     total = time.perf_counter() - start
@@ -118,6 +124,7 @@ def run(
         "images": "textured",
         "refine_tracks": resolved.tracks,
         "refine_large_views": large_views,
+        "overrides": overrides or {},
         "refine_options": dataclasses.asdict(resolved),  # the None/"auto" values resolved for this scene size
         **NOISE,
         "seconds": after.timings["refine"],
@@ -158,10 +165,20 @@ def main() -> None:
         help="torch device of the geometry (cameras, point cloud); the refinement itself (OpenCV flow, Ceres) runs "
         "on the CPU cores. Not cpu: records go to refine_<gpu>.jsonl",
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="PATH=JSON",
+        help="options of the refined run by dotted path, e.g. refine.flow.rounds=1 refine.flow.max_observations=0",
+    )
     args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     for views in args.views:
         try:
-            record = run(views, args.width, args.height, args.refine_points, args.seed, args.large_views, args.device)
+            record = run(
+                views, args.width, args.height, args.refine_points, args.seed, args.large_views, args.device, overrides
+            )
         except Exception as error:  # noqa: BLE001 - failures are recorded too
             record = {"bench": "refine", "commit": commit(), "views": views, "error": repr(error)}
         append(RESULTS / f"refine_{'cpu' if args.device == 'cpu' else device_slug()}.jsonl", record)

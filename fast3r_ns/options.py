@@ -143,9 +143,9 @@ class RefineFlowOptions:
     max_observations: int | None = None
     """Budget of flow correspondences over all pairs (``FlowOptions.max_observations``: the per-pair cap shrinks
     so that the adjustment's size stays bounded as views grow); 0: no budget. None: 300_000, none above
-    ``RefineOptions.large_views`` (256 per pair there). Measured at 100 views of 512x384 (one round): 985k -> 402k
-    observations, adjustment 154 -> 57 s, rotation max / median 0.043 / 0.020 -> 0.039 / 0.016 deg. Default is
-    None."""
+    ``RefineOptions.large_views`` (256 per pair there). Measured at 100 views of 512x384, one round, with
+    ``function_tolerance`` (``bench_refine.py --set``, ``refine_cpu.jsonl``): 985k -> 401k observations, refinement
+    242 -> 86 s, rotation max / median 0.043 / 0.020 -> 0.039 / 0.016 deg. Default is None."""
     correction_spread: float | None = None
     """Adaptive correction gate of the flow matches (``FlowOptions.correction_spread``, with a 64 network px cap;
     0: the fixed ``FlowOptions.max_correction`` of 6 network px of the large-scene measurements). None: 3, 0 above
@@ -229,9 +229,8 @@ class RefineBundleOptions:
     function_tolerance: float | None = None
     """The solves after the first of each adjustment (after removing outliers, started near the optimum) stop when
     an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs to ``max_iterations`` or the
-    gradient tolerance. None: 1e-6, 0 above ``RefineOptions.large_views``. Measured at 100 views of 512x384 with the
-    observation budget: 127 -> 49 iterations, adjustment 57 -> 28 s, rotation 0.039 / 0.016 -> 0.036 / 0.017 deg.
-    Default is None."""
+    gradient tolerance. None: 1e-6, 0 above ``RefineOptions.large_views`` (measured with ``max_observations``, see
+    there: 129 -> 31 Ceres iterations). Default is None."""
 
     def __post_init__(self) -> None:
         _one_of(self, "focal", BundleFocal)

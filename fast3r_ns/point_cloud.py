@@ -22,7 +22,7 @@ from .reconstruction import PointTracks
 
 if TYPE_CHECKING:
     from .cameras import Cameras
-    from .geometry.fusion import FusedView
+    from .geometry.fusion import FusedView, FusionOptions
     from .geometry.tracks import Tracks
     from .options import PointOptions, ReconstructOptions
 
@@ -158,6 +158,7 @@ def fuse_dense(
     tracks: Tracks,
     options: PointOptions,
     device: torch.device,
+    fusion: FusionOptions | None = None,
 ) -> tuple[list[FusedView], float]:
     """Per-view fused dense points (``geometry.fusion``) after the refinement: each view's LOCAL depth (free of the
     global pointmap's per-view misplacement) on its refined camera, scaled to the world by the refined track points
@@ -179,7 +180,8 @@ def fuse_dense(
         depths.append(torch.where(mask, local * scale, torch.full_like(local, float("nan"))).float())
     neighbours = neighbours_of(tracks.pairs, len(images))
     per_view = int(math.ceil(6 * options.max_points / len(images)))  # the sampler keeps 4x, some fail the check
-    return fuse_depths(depths, network, cameras.cam_to_world, neighbours, FusionOptions(), device, per_view)
+    fusion = fusion or FusionOptions()
+    return fuse_depths(depths, network, cameras.cam_to_world, neighbours, fusion, device, per_view)
 
 
 def _observations_by_view(tracks: Tracks, count: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -23,10 +23,10 @@ class FusionOptions:
     """Relative depth difference below which a neighbour confirms a pixel; None: 3x the median relative
     difference of the pixels that land in a neighbour (within 20 %), clamped to [0.003, 0.1]."""
     min_views: int = 2
-    """Neighbours that must confirm a pixel for it to stay (all of them when a view has fewer). Measured on
-    room_natural (cloud to the true surface, median / p90 of the diagonal, 0.2 and 1.2 deg): 1: 0.00144 / 0.0060
-    and 0.0030 / 0.0134; 2: 0.00138 / 0.0056 and 0.0028 / 0.0120, keeping 85-88 % of the points; 3: 0.00127 /
-    0.0050 and 0.0025 / 0.0103, keeping 65-72 %."""
+    """Neighbours that must confirm a pixel for it to stay (all of them when a view has fewer). Cloud to the true
+    surface, median / p90 of the diagonal, room_natural at 0.2 and 1.2 deg (``benchmarks/bench_fusion.py``,
+    ``fusion_cpu.jsonl``): 1: 0.00144 / 0.0060 and 0.0032 / 0.0136; 2: 0.00138 / 0.0056 and 0.0029 / 0.0121,
+    keeping 85-88 % of the points; 3: 0.00127 / 0.0050 and 0.0026 / 0.0104, keeping 65-72 %."""
 
     def __post_init__(self) -> None:
         if self.tolerance is not None and not 0 < self.tolerance < 1:
