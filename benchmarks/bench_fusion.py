@@ -3,7 +3,8 @@ true surface after the refinement, on the splat scenes with the FastLikeOracle a
 ``bench_splat.LEVELS``.
 
 For each scene / level / seed the refinement runs once (``reconstruct_from_predictions`` with ``--refine``'s
-defaults); then the refined cameras' fusion is repeated with 1, 2 and 3 confirming neighbours, and the global
+defaults); then the refined cameras' fusion is repeated with 1, 2 and 3 confirming neighbours, from the local
+depth maps alone and with the depths triangulated from the refinement's flows (the default), and the global
 pointmaps at the same confident pixels are scored too. Distances: each point to the nearest true surface point
 (every pixel of every view cast at full resolution) after the similarity that takes the refined camera centres
 onto the true ones, relative to the scene's diagonal. One record per variant in ``results/fusion_cpu.jsonl``.
@@ -79,7 +80,7 @@ def run(name: str, level: str, seed: int) -> list[dict]:
     finally:
         pipeline.fuse_dense = original
     distance = surface_distance(scene, reconstruction.cam_to_world)
-    args = captured["args"]
+    args, flows = captured["args"][:6], captured["args"][7]
     base = {"bench": "fusion", "commit": commit(), "device": "cpu", "scene": name, "views": len(images)}
     base |= {
         "level": level,
@@ -90,32 +91,34 @@ def run(name: str, level: str, seed: int) -> list[dict]:
     }
     records = []
     default = fusion.FusionOptions()
-    for min_views in (1, 2, 3):
-        tic = time.perf_counter()
-        fused, tolerance = fuse_dense(*args, fusion.FusionOptions(min_views=min_views))
-        seconds = time.perf_counter() - tic
-        points = torch.cat([f.points for f in fused]).double().numpy()
-        records.append(
-            _record(base, f"fused, {min_views} confirming", distance(points), seconds, tolerance)
-            | {"min_views": min_views, "default": min_views == default.min_views}
-        )
+    for source, pair_flows in (("local depth", None), ("triangulated", flows)):
+        for min_views in (1, 2, 3):
+            tic = time.perf_counter()
+            fused, stats = fuse_dense(*args, fusion.FusionOptions(min_views=min_views), pair_flows)
+            seconds = time.perf_counter() - tic
+            points = torch.cat([f.points for f in fused]).double().numpy()
+            records.append(
+                _record(base, f"fused {source}, {min_views} confirming", distance(points), seconds, stats)
+                | {"min_views": min_views, "default": min_views == default.min_views and source == "triangulated"}
+            )
     # the global pointmaps at the pixels the default fusion kept (same pixels, unfused points)
-    fused, _ = fuse_dense(*args, default)
+    fused, _ = fuse_dense(*args, default, flows)
     global_points = np.concatenate(
         [p["pts3d_in_other_view"][0].reshape(-1, 3)[f.index].double().numpy() for p, f in zip(predictions, fused)]
     )
-    records.append(_record(base, "global pointmaps, same pixels", distance(global_points), None, None))
+    records.append(_record(base, "global pointmaps, same pixels", distance(global_points), None, {}))
     return records
 
 
-def _record(base: dict, variant: str, distance: np.ndarray, seconds: float | None, tolerance: float | None) -> dict:
+def _record(base: dict, variant: str, distance: np.ndarray, seconds: float | None, stats: dict) -> dict:
     return base | {
         "variant": variant,
         "points": int(len(distance)),
         "surface_distance_rel_median": float(np.median(distance)),
         "surface_distance_rel_p90": float(np.quantile(distance, 0.9)),
         "seconds": seconds,
-        "tolerance": tolerance,
+        "tolerance": stats.get("fusion_tolerance"),
+        "triangulated": stats.get("fusion_triangulated"),
     }
 
 

@@ -113,12 +113,17 @@ class PointOptions:
     neighbouring views confirm it and averaged with them (``point_cloud.fuse_dense``, ``geometry.fusion``) instead
     of the global pointmaps, whose per-view misplacement the refined cameras no longer share. None: on with
     ``refine.enabled``. Default is None."""
+    fuse_flow_memory_mb: int = 1024
+    """``fuse``: memory for the flows of the refinement's rounds that the fused cloud triangulates (each view's
+    depth from its flow matches and the refined cameras, ``geometry.fusion.triangulated_depths``; 0.8 MB per view
+    pair at 512x384; pairs beyond it keep the local depth). 0: fuse the local depth maps only. Default is 1024."""
 
     def __post_init__(self) -> None:
         _percentile(self, "conf_percentile")
         if not (_number(self.min_confidence) and math.isfinite(self.min_confidence)):
             _fail(self, "min_confidence", "must be a finite number (confidence is >= 1)")
         _at_least(self, 1, "max_points", "io_workers", "colmap_track_samples")
+        _at_least(self, 0, "fuse_flow_memory_mb")
         _one_of(self, "point_source", PointSource)
         _one_of(self, "colors", Colors)
         if self.fuse not in (None, True, False):

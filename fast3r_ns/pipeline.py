@@ -101,8 +101,9 @@ def _check_grids(images: list[PreparedImage], predictions: list[Output]) -> None
 def _fused(images, predictions, cameras: Cameras, refined: Refined, options, device, progress) -> list[FusedView]:
     if progress:
         progress("points: fusing the depth maps with the refined cameras")
-    fused, tolerance = fuse_dense(images, predictions, cameras, refined.tracks, options.points, device)
-    refined.stats["fusion_tolerance"] = tolerance
+    flows, refined.dense_flows = refined.dense_flows, {}  # freed after the fusion
+    fused, stats = fuse_dense(images, predictions, cameras, refined.tracks, options.points, device, None, flows)
+    refined.stats |= stats
     return fused
 
 

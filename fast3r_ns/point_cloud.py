@@ -159,12 +159,17 @@ def fuse_dense(
     options: PointOptions,
     device: torch.device,
     fusion: FusionOptions | None = None,
-) -> tuple[list[FusedView], float]:
+    flows: dict | None = None,
+) -> tuple[list[FusedView], dict[str, float]]:
     """Per-view fused dense points (``geometry.fusion``) after the refinement: each view's LOCAL depth (free of the
     global pointmap's per-view misplacement) on its refined camera, scaled to the world by the refined track points
-    it observes, confirmed and averaged across the neighbours the refinement matched."""
+    it observes, confirmed and averaged across the neighbours the refinement matched. With the refinement's
+    ``flows`` (``FlowCache.dense``: flow targets of each view's half grid in its neighbours), the fusion runs on the
+    half grids (pixels (2r, 2c)) and their depth is triangulated from the flows where it can be
+    (``fusion.triangulated_depths``). Also returns the stats ``fusion_tolerance`` and ``fusion_triangulated``
+    (share of the pixels with a triangulated depth)."""
     from .cameras import network_intrinsics
-    from .geometry.fusion import FusionOptions, fuse_depths, neighbours_of
+    from .geometry.fusion import FusionOptions, fuse_depths, neighbours_of, triangulated_depths
 
     network = network_intrinsics(images, cameras.intrinsics)
     observed = _observations_by_view(tracks, len(images))
@@ -181,7 +186,19 @@ def fuse_dense(
     neighbours = neighbours_of(tracks.pairs, len(images))
     per_view = int(math.ceil(6 * options.max_points / len(images)))  # the sampler keeps 4x, some fail the check
     fusion = fusion or FusionOptions()
-    return fuse_depths(depths, network, cameras.cam_to_world, neighbours, fusion, device, per_view)
+    if not flows:
+        fused, tolerance = fuse_depths(depths, network, cameras.cam_to_world, neighbours, fusion, device, per_view)
+        return fused, {"fusion_tolerance": tolerance, "fusion_triangulated": 0.0}
+    grid = network.astype(np.float64).copy()  # grid pixel (r, c) is the network pixel (2r, 2c)
+    grid[:, :2] /= 2.0
+    grid[:, 2:] = (grid[:, 2:] + 0.5) / 2.0
+    priors = [depth[::2, ::2] for depth in depths]
+    depths, share = triangulated_depths(priors, flows, grid, network, cameras.cam_to_world, fusion, device)
+    fused, tolerance = fuse_depths(depths, grid, cameras.cam_to_world, neighbours, fusion, device, per_view)
+    for view, (item, depth) in enumerate(zip(fused, depths)):
+        width, grid_width = images[view].size[0], depth.shape[1]
+        item.index = 2 * (item.index // grid_width) * width + 2 * (item.index % grid_width)
+    return fused, {"fusion_tolerance": tolerance, "fusion_triangulated": share}
 
 
 def _observations_by_view(tracks: Tracks, count: int) -> list[tuple[np.ndarray, np.ndarray]]:

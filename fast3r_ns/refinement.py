@@ -37,6 +37,7 @@ class Refined:
     stats: dict[str, float]
     distortion: np.ndarray | None = None  # [V] refined radial k1 (None when not refined)
     unfixed: dict[int, str] = field(default_factory=dict)  # view -> why the refinement could not fix it
+    dense_flows: dict = field(default_factory=dict)  # FlowCache.dense of the flow rounds, for the fused cloud
 
 
 def refine_cameras(
@@ -110,6 +111,7 @@ def refine_cameras(
             break
         if np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
             break
+    result.dense_flows = flow_views.flows.dense
     result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, flow, set(unfixed))
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
@@ -320,7 +322,8 @@ class FlowViews:
         confidences = [first_item(p["conf"]) for p in predictions]
         points = options.points
         masks = confidence_masks(confidences, points.conf_percentile, points.min_confidence)
-        return cls([grey_image(image.tensor) for image in images], confidences, masks)
+        budget = points.fuse_flow_memory_mb * 2**20 if points.fuse is not False else 0
+        return cls([grey_image(image.tensor) for image in images], confidences, masks, FlowCache(dense_budget=budget))
 
 
 def _pointmap_tracks(predictions: Sequence[Output], cameras: Cameras, options: ReconstructOptions) -> Tracks:

@@ -256,10 +256,44 @@ def view_anchors(
 @dataclass
 class FlowCache:
     """Flows measured in earlier rounds, per view pair (i, j): the predictions at i's and j's anchors then and
-    ``PairFlow.measure`` of both directions. ``reused`` counts the pairs the last call did not recompute."""
+    ``PairFlow.measure`` of both directions. ``reused`` counts the pairs the last call did not recompute.
+    ``dense_budget`` > 0 also keeps, per directed pair (a, b), the flow targets of a's half grid
+    (``half_grid_targets``) in ``dense``, while they fit in that many bytes: the fused cloud triangulates them."""
 
     pairs: dict = field(default_factory=dict)
     reused: int = 0
+    dense: dict = field(default_factory=dict)
+    dense_budget: int = 0
+    dense_bytes: int = 0
+    _dense_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def keep_dense(self, pair: tuple[int, int], targets: np.ndarray) -> None:
+        """Keep (or replace) the targets of a directed pair if they fit in the budget."""
+        with self._dense_lock:
+            old = self.dense.get(pair)
+            used = self.dense_bytes - (0 if old is None else old.nbytes)
+            if used + targets.nbytes <= self.dense_budget:
+                self.dense[pair] = targets
+                self.dense_bytes = used + targets.nbytes
+
+
+def half_grid_targets(
+    forward: np.ndarray,  # [H, W, 2] flow A -> B
+    backward: np.ndarray,  # [H, W, 2] flow B -> A
+    max_roundtrip: float,
+) -> np.ndarray:
+    """[ceil(H/2), ceil(W/2), 2] float32 pixels in B of A's pixels (2r, 2c) by the flow (NaN where the backward
+    flow does not bring them back within ``max_roundtrip``). No texture gate: the triangulation checks them
+    against the depth map instead (with the anchors' gate, half the pixels of the splat scenes' views drop)."""
+    cv2 = _cv2()
+    step = forward[::2, ::2]
+    ys, xs = np.mgrid[0 : forward.shape[0] : 2, 0 : forward.shape[1] : 2].astype(np.float32)
+    target = np.stack([xs, ys], axis=-1) + 0.5 + step
+    back = cv2.remap(
+        backward, target - 0.5, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan
+    )
+    keep = np.linalg.norm(step + back, axis=-1) <= max_roundtrip
+    return np.where(keep[..., None], target, np.nan).astype(np.float32)
 
 
 def confidence_masks(
@@ -327,6 +361,9 @@ def flow_tracks(
             )
             if cache is not None:
                 cache.pairs[(i, j)] = (guesses, measured)
+                if cache.dense_budget > 0:
+                    cache.keep_dense((i, j), half_grid_targets(forward, backward, options.max_roundtrip))
+                    cache.keep_dense((j, i), half_grid_targets(backward, forward, options.max_roundtrip))
         out = []
         for a, (step, back), guess in zip((i, j), measured, guesses):
             kept, target, roundtrip = local.pair_flow.gate(anchors[a][0], step, back, guess)

@@ -6,10 +6,17 @@ confirms it and contributes its point (on its own ray through the projection, at
 by at least ``min_views`` neighbours is kept at the mean of its point and the confirming ones: errors that the views
 do not share (each view's misplacement, depth noise, flying pixels, outliers) are removed or averaged down; what
 they share (a common bias of the depth maps) stays.
+
+With the flows of the refinement (``triangulated_depths``), each view's depth comes from the data first: every
+flow target of a pixel in a neighbour is triangulated with the two refined cameras (midpoint of the two rays), and
+the estimates that agree with the view's depth map (within a gate that follows their spread) are averaged with
+weights sin^2 of the parallax; the depth map itself is kept only where nothing triangulates. That removes the
+depth maps' own errors, shared or not, where the images have texture and parallax.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +35,16 @@ class FusionOptions:
     ``fusion_cpu.jsonl``): 1: 0.00144 / 0.0060 and 0.0032 / 0.0136; 2: 0.00138 / 0.0056 and 0.0029 / 0.0121,
     keeping 85-88 % of the points; 3: 0.00127 / 0.0050 and 0.0026 / 0.0104, keeping 65-72 %."""
 
+    min_parallax_deg: float = 2.0
+    """Smallest angle between the two rays of a triangulated flow match (``triangulated_depths``); flatter ones
+    carry little depth. Default is 2.0."""
+    triangulation_spread: float = 3.0
+    """A triangulated depth is used when it is within this many times the view's median relative difference
+    between triangulated and depth-map depths (clamped to [0.01, 0.2]); others are flow errors. Default is 3.0."""
+
     def __post_init__(self) -> None:
+        if self.min_parallax_deg < 0 or self.triangulation_spread <= 0:
+            raise ValueError("FusionOptions.min_parallax_deg must be >= 0 and triangulation_spread > 0")
         if self.tolerance is not None and not 0 < self.tolerance < 1:
             raise ValueError(f"FusionOptions.tolerance must be in (0, 1), got {self.tolerance}")
         if self.min_views < 1:
@@ -62,11 +78,9 @@ class _Views:
 
     def points(self, view: int, index: torch.Tensor) -> torch.Tensor:
         width = self.depths[view].shape[1]
-        fx, fy, cx, cy = self.intrinsics[view]
         x, y = (index % width).double() + 0.5, (index // width).double() + 0.5  # the pixel centres
-        rays = torch.stack([(x - cx) / fx, (y - cy) / fy, torch.ones_like(x)], dim=-1)
-        camera = rays * self.depths[view].reshape(-1)[index, None].double()
-        return camera @ self.pose[view, :3, :3].T + self.pose[view, :3, 3]
+        rays = _rays(self.intrinsics[view], x, y, self.pose[view])
+        return rays * self.depths[view].reshape(-1)[index, None].double() + self.pose[view, :3, 3]
 
     def look_up(self, view: int, world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(relative depth difference [N], the neighbour's point [N, 3], landed [N] bool) of world points seen
@@ -123,6 +137,71 @@ def fuse_depths(
         mean = total[keep] / (1 + count[keep, None]).to(total.dtype)
         fused.append(FusedView(mean.float(), index[keep], count[keep]))
     return fused, tolerance
+
+
+def triangulated_depths(
+    priors: Sequence[torch.Tensor],  # V x [h, w] depth of each view's grid along its camera's z (NaN: none)
+    targets: dict[tuple[int, int], np.ndarray],  # (a, b) -> [h, w, 2] network pixels in b of a's grid (NaN: none)
+    grid_intrinsics: np.ndarray,  # [V, 4] (fx, fy, cx, cy) of the grids of ``priors``
+    intrinsics: np.ndarray,  # [V, 4] network (fx, fy, cx, cy), for the targets
+    cam_to_world: np.ndarray,  # [V, 4, 4]
+    options: FusionOptions = FusionOptions(),
+    device: torch.device | str = "cpu",
+) -> tuple[list[torch.Tensor], float]:
+    """Depth maps [h, w] (float32) where each pixel's flow targets that triangulate within the view's gate of
+    the prior are averaged (weights sin^2 of the parallax), the prior elsewhere; and the share of the priors'
+    finite pixels that got a triangulated depth."""
+    by_view: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for (a, b), pixels in targets.items():
+        by_view[a].append((b, pixels))
+    pose = torch.as_tensor(np.asarray(cam_to_world), device=device, dtype=torch.float64)
+    min_sine2 = float(np.sin(np.radians(options.min_parallax_deg)) ** 2)
+    out, triangulated, finite = [], 0, 0
+    for view, prior in enumerate(priors):
+        prior = torch.as_tensor(prior, device=device, dtype=torch.float64).reshape(-1)
+        finite += int(torch.isfinite(prior).sum())
+        if not by_view[view]:
+            out.append(prior.float().reshape(priors[view].shape))
+            continue
+        height, width = priors[view].shape
+        index = torch.arange(height * width, device=device)
+        own = _rays(grid_intrinsics[view], (index % width).double() + 0.5, (index // width).double() + 0.5, pose[view])
+        estimates, weights = [], []
+        for other, pixels in by_view[view]:
+            pixels = torch.as_tensor(pixels, device=device, dtype=torch.float64).reshape(-1, 2)
+            theirs = _rays(intrinsics[other], pixels[:, 0], pixels[:, 1], pose[other])
+            depth, sine2 = _midpoint_depth(own, theirs, pose[view, :3, 3] - pose[other, :3, 3])
+            estimates.append(depth)
+            weights.append(torch.where(sine2 >= min_sine2, sine2, torch.zeros_like(sine2)))
+        estimate, weight = torch.stack(estimates), torch.stack(weights)
+        relative = ((estimate - prior) / prior).abs()
+        usable = torch.isfinite(relative) & (weight > 0)
+        if usable.any():
+            spread = options.triangulation_spread * float(relative[usable].median())
+            usable &= relative <= float(np.clip(spread, 0.01, 0.2))
+        weight = torch.where(usable, weight, torch.zeros_like(weight))
+        total = weight.sum(0)
+        mean = (weight * torch.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)).sum(0) / total.clamp_min(1e-30)
+        hit = (total > 0) & torch.isfinite(prior)
+        triangulated += int(hit.sum())
+        out.append(torch.where(hit, mean, prior).float().reshape(height, width))
+    return out, triangulated / max(finite, 1)
+
+
+def _rays(intrinsics, x: torch.Tensor, y: torch.Tensor, cam_to_world: torch.Tensor) -> torch.Tensor:
+    """[N, 3] world directions (camera z = 1) through continuous pixels (x, y) of a camera."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    return torch.stack([(x - cx) / fx, (y - cy) / fy, torch.ones_like(x)], dim=-1) @ cam_to_world[:3, :3].T
+
+
+def _midpoint_depth(own: torch.Tensor, theirs: torch.Tensor, baseline: torch.Tensor):
+    """Depth along ``own`` rays [N, 3] of the points closest to ``theirs`` (rays from a centre ``baseline``
+    behind: c_own - c_theirs), and sin^2 of the angle between the rays."""
+    aa, bb, cc = (own * own).sum(-1), (own * theirs).sum(-1), (theirs * theirs).sum(-1)
+    dd, ee = own @ baseline, theirs @ baseline
+    depth = (bb * ee - cc * dd) / (aa * cc - bb * bb)
+    sine2 = 1.0 - bb * bb / (aa * cc)
+    return torch.where(depth > 0, depth, torch.full_like(depth, float("nan"))), sine2
 
 
 def _tolerance(views: _Views, valid: list[torch.Tensor], neighbours: Sequence[Sequence[int]]) -> float:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fast3r_ns.geometry.fusion import FusionOptions, fuse_depths, neighbours_of
+from fast3r_ns.geometry.fusion import FusionOptions, fuse_depths, neighbours_of, triangulated_depths
 from fast3r_ns.testing.scene import look_at
 
 HEIGHT, WIDTH, FOCAL = 48, 64, 60.0
@@ -57,8 +57,49 @@ def test_exact_depths_stay_exact_and_a_view_without_neighbours_keeps_nothing():
     assert len(fused[2].points) == 0  # no neighbour: no confirmation
 
 
+def _true_targets(intrinsics, poses, source: int, target: int, step: int = 1) -> np.ndarray:
+    """[h, w, 2] pixels in ``target`` of ``source``'s pixels (step r, step c) on the plane z = 4 (exact flow)."""
+    ys, xs = np.mgrid[0:HEIGHT:step, 0:WIDTH:step] + 0.5
+    rays = np.stack([(xs - WIDTH / 2) / FOCAL, (ys - HEIGHT / 2) / FOCAL, np.ones_like(xs)], axis=-1)
+    world_rays = rays @ poses[source, :3, :3].T
+    world = poses[source, :3, 3] + world_rays * ((4.0 - poses[source, 2, 3]) / world_rays[..., 2])[..., None]
+    camera = (world - poses[target, :3, 3]) @ poses[target, :3, :3]
+    fx, fy, cx, cy = intrinsics[target]
+    return np.stack([fx * camera[..., 0] / camera[..., 2] + cx, fy * camera[..., 1] / camera[..., 2] + cy], -1)
+
+
+def test_triangulated_depth_replaces_the_noisy_depth_map_where_flow_matches():
+    truth, intrinsics, poses = _plane_views(noise=0.0)
+    noisy, _, _ = _plane_views(noise=0.03, seed=1)
+    targets = {(a, b): _true_targets(intrinsics, poses, a, b) for a in range(3) for b in range(3) if a != b}
+    targets[(1, 0)][5, 7] += 3.0  # a flow error: far from the depth map, it must not be used
+    targets[(1, 2)][5, 7] += 3.0
+    targets[(0, 1)][:, : WIDTH // 2] = np.nan  # half of view 0 has no match in view 1
+    depths, share = triangulated_depths(noisy, targets, intrinsics, intrinsics, poses)
+    assert share > 0.9
+    for view in range(3):
+        error = np.abs(depths[view].numpy() - truth[view]) / truth[view]
+        assert np.median(error) < 1e-4, (view, np.median(error))  # the data, not the 3 % noise of the map
+    assert depths[1][5, 7] == pytest.approx(noisy[1][5, 7], rel=1e-6)  # kept from the depth map
+    # with no flow, the depth map is returned as it is
+    same, none = triangulated_depths(noisy, {}, intrinsics, intrinsics, poses)
+    assert none == 0.0 and np.allclose(same[2].numpy(), noisy[2], rtol=1e-6)
+
+
+def test_rays_closer_than_the_parallax_floor_do_not_triangulate():
+    truth, intrinsics, poses = _plane_views(noise=0.0)
+    noisy, _, _ = _plane_views(noise=0.03, seed=1)
+    targets = {(0, 1): _true_targets(intrinsics, poses, 0, 1)}  # the centres are 0.3 apart at 4: ~4 deg
+    _, share = triangulated_depths(noisy, targets, intrinsics, intrinsics, poses, FusionOptions(min_parallax_deg=8))
+    assert share == 0.0
+    _, share = triangulated_depths(noisy, targets, intrinsics, intrinsics, poses, FusionOptions(min_parallax_deg=2))
+    assert share > 0.3  # view 0's pixels (a third of all) seen by view 1
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="tolerance"):
         FusionOptions(tolerance=0.0)
     with pytest.raises(ValueError, match="min_views"):
         FusionOptions(min_views=0)
+    with pytest.raises(ValueError, match="min_parallax_deg"):
+        FusionOptions(min_parallax_deg=-1.0)
