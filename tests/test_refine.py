@@ -80,6 +80,7 @@ def test_refined_tracks_are_multi_view_and_in_the_cloud(noisy) -> None:
     distance = cKDTree(before.points).query(after.points[:dense])[0]
     assert np.median(distance) < 0.01 * np.linalg.norm(np.ptp(before.points, axis=0))
     assert dense > 0.3 * len(before.points) and after.refine_stats["fusion_tolerance"] > 0
+    assert after.refine_stats["fusion_triangulated"] == 0.0  # blank images: flat, no flow target is triangulated
 
 
 def test_without_fusion_the_dense_cloud_is_the_unrefined_one(noisy) -> None:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import splat_scene  # noqa: E402
 from bench_splat import NOISY, FastLikeOracle  # noqa: E402
 
-from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions  # noqa: E402
+from fast3r_ns import PointOptions, ReconstructOptions, RefineOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
 from fast3r_ns.geometry.flow import FlowCache, FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
 from fast3r_ns.io import load_images  # noqa: E402
@@ -87,3 +87,49 @@ def test_link_nodes_joins_close_nodes_of_one_view_only() -> None:
     pixel = np.array([[10.0, 10.0], [10.3, 10.2], [12.0, 10.0], [10.1, 10.0], [10.6, 10.4]])
     # 4 is within 0.5 of 1 (not of 0): joined through 1; 2 is too far; 3 is in another view.
     assert link_nodes(view, pixel, 0.5).tolist() == [0, 0, 2, 3, 0]
+
+
+def test_the_dense_targets_kept_for_the_fused_cloud_are_true_correspondences(tmp_path) -> None:
+    inputs, cam_to_world, scene, images = _three_views(tmp_path)
+    cache = FlowCache(dense_budget=2**30)
+    tracks = flow_tracks(*inputs, cam_to_world, neighbors=2, cache=cache)
+    pairs = {tuple(p) for p in tracks.pairs.tolist()}
+    assert set(cache.dense) == pairs | {(j, i) for i, j in pairs}  # both directions of every pair
+    height, width = inputs[0][0].shape
+    errors = []
+    for (source, target), pixels in cache.dense.items():
+        assert pixels.shape == ((height + 1) // 2, (width + 1) // 2, 2)
+        ys, xs = np.mgrid[0:height:2, 0:width:2] + 0.5
+        kept = np.isfinite(pixels).all(-1)
+        world = scene.cast_pixels(source, images[source].to_original(np.stack([xs[kept], ys[kept]], -1)))[1]
+        camera = scene.cameras[target]
+        cam = (world - camera.cam_to_world[:3, 3]) @ camera.cam_to_world[:3, :3]
+        fx, fy, cx, cy = camera.intrinsics
+        truth = np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], -1)
+        errors.append(2.0 * np.linalg.norm(images[target].to_original(pixels[kept]) - truth, axis=-1))
+    errors = np.concatenate(errors)  # network pixels
+    assert len(errors) > 0.04 * len(cache.dense) * height * width / 4  # checkers: few pass the roundtrip
+    assert np.median(errors) < 0.5, np.median(errors)
+    # a budget of one directed pair keeps one
+    small = FlowCache(dense_budget=next(iter(cache.dense.values())).nbytes)
+    flow_tracks(*inputs, cam_to_world, neighbors=2, cache=small)
+    assert len(small.dense) == 1 and small.dense_bytes <= small.dense_budget
+
+
+def test_the_fused_cloud_from_triangulated_flow_is_closer_to_the_surface(tmp_path) -> None:
+    from bench_fusion import surface_distance
+
+    scene = splat_scene.make("room_natural")
+    scene = scene.reordered(scene.process_order()[:6])
+    images = load_images(scene.write_images(tmp_path), size=512)
+    predictions = FastLikeOracle(scene, images, seed=11, **NOISY)([im.tensor for im in images])
+    distances, stats = {}, {}
+    for memory in (0, 256):
+        points = PointOptions(colors="network", max_points=50_000, fuse_flow_memory_mb=memory)
+        options = ReconstructOptions(points=points, refine=RefineOptions(enabled=True), device="cpu")
+        rec = reconstruct_from_predictions(images, predictions, options)
+        dense = len(rec.points) - rec.tracks.num_tracks
+        distances[memory] = np.median(surface_distance(scene, rec.cam_to_world)(rec.points[:dense]))
+        stats[memory] = rec.refine_stats["fusion_triangulated"]
+    assert stats[0] == 0.0 and stats[256] > 0.2
+    assert distances[256] < 0.6 * distances[0], distances
