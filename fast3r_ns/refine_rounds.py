@@ -53,6 +53,29 @@ def rotation_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.where(finite, angles, np.nan)
 
 
+def carried_poses(
+    reference: np.ndarray,  # [V, 4, 4] cameras of an earlier stage
+    current: np.ndarray,  # [V, 4, 4] the same cameras now
+    free: np.ndarray,  # [V] bool, views whose current pose the adjustment determined
+) -> np.ndarray:
+    """[V, 4, 4] ``reference`` cameras moved by the similarity that best takes the ``free`` views' reference poses
+    onto their current ones (rotation from the orientations, then scale and shift from the centres): a held
+    view keeps its pose relative to the others while their frame moves. ``reference`` where fewer than three
+    views are free."""
+    if free.sum() < 3:
+        return reference.copy()
+    u, _, vt = np.linalg.svd(np.einsum("vij,vkj->ik", current[free, :3, :3], reference[free, :3, :3]))
+    rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt  # rotation @ R_reference ~ R_current
+    before, after = reference[free, :3, 3] @ rotation.T, current[free, :3, 3]
+    before_mean, after_mean = before.mean(0), after.mean(0)
+    spread = float(((before - before_mean) ** 2).sum())
+    scale = float(((before - before_mean) * (after - after_mean)).sum()) / spread if spread > 0 else 1.0
+    out = reference.copy()
+    out[:, :3, :3] = rotation @ reference[:, :3, :3]
+    out[:, :3, 3] = scale * (reference[:, :3, 3] @ rotation.T - before_mean) + after_mean
+    return out
+
+
 def focal_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """[V] relative focal change |f_after / f_before - 1| of intrinsics [V, 4]."""
     return np.abs(after[:, 0] / before[:, 0] - 1.0)

@@ -51,7 +51,7 @@ def refine_cameras(
     With flow tracks: pointmap tracks first, then rounds of flow predicted from the current cameras + adjustment
     until the cameras stop moving (``RefineOptions.flow``: ``rounds``, ``tolerance_deg``). The None/"auto" values
     of ``options.refine`` are resolved for the number of views first (``RefineOptions.resolved``)."""
-    from .refine_rounds import focal_changes, rotation_changes
+    from .refine_rounds import carried_poses, focal_changes, rotation_changes
 
     options = replace(options, refine=options.refine.resolved(len(images)))
     refine, flow = options.refine, options.refine.flow
@@ -71,6 +71,7 @@ def refine_cameras(
     unfixed: dict[int, str] = {}
     flow_views = FlowViews.of(images, predictions, options)
     reverted = 0
+    was_held = np.zeros(len(images), dtype=bool)
     for index in range(max(1, flow.rounds)):
         start = time.perf_counter()
         if progress:
@@ -84,15 +85,20 @@ def refine_cameras(
             break
         previous = (result, unfixed)
         unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
-        cameras.cam_to_world[held] = fallback[held]
+        cameras.cam_to_world[held] = carried_poses(fallback, cameras.cam_to_world, ~held)[held]
         result = _adjust(images, cameras, tracks, options, held, start)
+        cameras.cam_to_world[held] = carried_poses(fallback, cameras.cam_to_world, ~held)[held]  # the frame moved
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
+        # A view the flow held last round moves for the first time now: its turn says nothing about divergence.
+        free_both = ~held & ~was_held
         rounds.append(
             {
                 "max_rotation_change_deg": float(np.nanmax(turned)),
+                "max_free_rotation_change_deg": float(np.nanmax(turned[free_both])) if free_both.any() else 0.0,
                 "max_focal_change": float(zoomed.max()),
                 "pairs_reused": float(flow_views.flows.reused),
+                "held_views": float(held.sum()),
             }
         )
         if progress:
@@ -103,12 +109,14 @@ def refine_cameras(
                 f"({int(stats['solver_iterations'])} iterations), largest turn {np.nanmax(turned):.3f} deg, "
                 f"{flow_views.flows.reused} pairs kept their flows"
             )
-        if index > 0 and np.nanmax(turned) > rounds[-2]["max_rotation_change_deg"]:
-            # Moving more than the round before: diverging (a view drifting on its own predictions); keep the last.
+        if index > 0 and rounds[-1]["max_free_rotation_change_deg"] > rounds[-2]["max_rotation_change_deg"]:
+            # Views free in both rounds moving more than the round before: diverging (a view drifting on its own
+            # predictions); keep the last.
             cameras.intrinsics, cameras.cam_to_world = prior_intrinsics, prior_cam_to_world
             result, unfixed = previous
             reverted = index + 1
             break
+        was_held = held
         if np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
             break
     result.dense_flows = flow_views.flows.dense
@@ -165,7 +173,7 @@ def _with_motion(
     result: Refined, intrinsics: np.ndarray, cam_to_world: np.ndarray, cameras: Cameras, initial_error: float
 ) -> Refined:
     """``result`` with how far the refinement moved the cameras from (intrinsics, cam_to_world) in its stats."""
-    from .refine_rounds import focal_changes, rotation_changes
+    from .refine_rounds import carried_poses, focal_changes, rotation_changes
 
     turned = rotation_changes(cam_to_world, cameras.cam_to_world)
     zoomed = focal_changes(intrinsics, cameras.intrinsics)

@@ -8,6 +8,7 @@ import pytest
 
 from fast3r_ns.geometry.flow import correction_inliers
 from fast3r_ns.refine_rounds import (
+    carried_poses,
     depth_pointmap,
     focal_changes,
     rotation_changes,
@@ -55,6 +56,26 @@ def test_rotation_changes_ignore_a_common_rotation() -> None:
     assert np.all(np.delete(changes, 3) < 0.15)
     intrinsics = np.array([[100.0, 100.0, 32, 24], [200.0, 200.0, 32, 24]])
     np.testing.assert_allclose(focal_changes(intrinsics, intrinsics * [1.1, 1.1, 1, 1]), [0.1, 0.1])
+
+
+def test_a_held_view_moves_with_the_frame_of_the_free_ones() -> None:
+    rng = np.random.default_rng(1)
+    reference = np.tile(np.eye(4), (6, 1, 1))
+    for view in range(6):
+        reference[view, :3, :3] = _rotation(rng.standard_normal(3), rng.uniform(0, 60))
+        reference[view, :3, 3] = rng.standard_normal(3)
+    motion = np.eye(4)  # the adjustment's frame: a similarity (scale 1.3)
+    motion[:3, :3], motion[:3, 3] = 1.3 * _rotation([0.2, 1.0, -0.4], 5.0), [0.5, -0.2, 1.0]
+    current = np.einsum("ij,vjk->vik", motion, reference)
+    current[:, :3, :3] /= 1.3
+    current[0, :3, 3] += 9.0  # the held view: wherever the adjustment left it
+    free = np.arange(6) > 0
+    carried = carried_poses(reference, current, free)
+    np.testing.assert_allclose(carried[1:], current[1:], atol=1e-9)
+    expected = motion @ reference[0]
+    expected[:3, :3] /= 1.3
+    np.testing.assert_allclose(carried[0], expected, atol=1e-9)
+    np.testing.assert_array_equal(carried_poses(reference, current, free & (np.arange(6) < 3)), reference)
 
 
 def test_correction_gate_follows_the_spread_of_a_smooth_error_field() -> None:
