@@ -24,19 +24,21 @@ def depth_pointmap(
     the median ratio of the global points' depth (in the current camera) to the local depth; NaN where ``world``
     is (the confidence mask) or the depth is not positive."""
     height, width = local.shape[:2]
-    rotation, center = cam_to_world[:3, :3], cam_to_world[:3, 3]
-    depth = local[..., 2].astype(np.float64)
-    world_depth = ((world.reshape(-1, 3) - center) @ rotation)[:, 2].reshape(height, width)
+    rotation, center = cam_to_world[:3, :3].astype(np.float32), cam_to_world[:3, 3].astype(np.float32)
+    depth = local[..., 2].astype(np.float32)
+    world_depth = ((world.reshape(-1, 3).astype(np.float32) - center) @ rotation[:, 2]).reshape(height, width)
     usable = np.isfinite(world_depth) & np.isfinite(depth) & (depth > 0) & (world_depth > 0)
     if not usable.any():
         return np.full((height, width, 3), np.nan, dtype=np.float32)
-    scale = float(np.median(world_depth[usable] / depth[usable]))
-    fx, fy, cx, cy = intrinsics
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    rays = np.stack([(xs - cx) / fx, (ys - cy) / fy, np.ones_like(xs)], axis=-1)
-    points = (scale * depth)[..., None] * rays @ rotation.T + center
+    scale = np.float32(np.median(world_depth[usable] / depth[usable]))
+    fx, fy, cx, cy = (np.float32(v) for v in intrinsics)
+    x = (np.arange(width, dtype=np.float32) + 0.5 - cx) / fx
+    y = (np.arange(height, dtype=np.float32) + 0.5 - cy) / fy
+    z = scale * depth
     keep = np.isfinite(world).all(-1) & (depth > 0)
-    return np.where(keep[..., None], points, np.nan).astype(np.float32)
+    z = np.where(keep, z, np.float32(np.nan))
+    camera = np.stack([z * x[None, :], z * y[:, None], z], axis=-1)  # NaN rows stay NaN through the pose
+    return camera @ rotation.T + center
 
 
 def rotation_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:

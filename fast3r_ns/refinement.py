@@ -7,8 +7,10 @@ the current cameras, camera motion), ``refine`` (pycolmap bundle adjustment), ``
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -85,9 +87,15 @@ def refine_cameras(
             break
         previous = (result, unfixed)
         unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
-        cameras.cam_to_world[held] = carried_poses(fallback, cameras.cam_to_world, ~held)[held]
+        # A newly held view takes its pointmap-stage pose relative to the free views (their frame has moved since);
+        # a view held before keeps the pose it was held at.
+        newly = held & ~was_held
+        cameras.cam_to_world[newly] = carried_poses(fallback, cameras.cam_to_world, ~held)[newly]
         result = _adjust(images, cameras, tracks, options, held, start)
-        cameras.cam_to_world[held] = carried_poses(fallback, cameras.cam_to_world, ~held)[held]  # the frame moved
+        # The free views arrange themselves around a held view's observations; with fewer than ten (a pose has six
+        # unknowns) they can turn freely about it, so such a view follows their frame instead.
+        weak = held & (counts < 10)
+        cameras.cam_to_world[weak] = carried_poses(fallback, cameras.cam_to_world, ~held)[weak]
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
         # A view the flow held last round moves for the first time now: its turn says nothing about divergence.
@@ -278,17 +286,14 @@ def _flow_tracks(
     network = network_intrinsics(images, cameras.intrinsics)
     pointmaps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     if from_depth:
-        pointmaps = [
-            torch.from_numpy(
-                depth_pointmap(
-                    first_item(p["pts3d_local"]).float().cpu().numpy(),
-                    world.float().cpu().numpy(),
-                    intrinsics,
-                    cam_to_world,
-                )
-            )
-            for p, world, intrinsics, cam_to_world in zip(predictions, pointmaps, network, cameras.cam_to_world)
-        ]
+
+        def placed(view: int) -> torch.Tensor:
+            local = first_item(predictions[view]["pts3d_local"]).float().cpu().numpy()
+            world = pointmaps[view].float().cpu().numpy()
+            return torch.from_numpy(depth_pointmap(local, world, network[view], cameras.cam_to_world[view]))
+
+        with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # numpy releases the GIL here
+            pointmaps = list(pool.map(placed, range(len(predictions))))
     flow = options.refine.flow
     views = views or FlowViews.of(images, predictions, options)
     tracks = flow_tracks(

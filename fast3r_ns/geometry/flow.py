@@ -88,13 +88,24 @@ def predicted_flow(
 ) -> np.ndarray:
     """[H, W, 2] float32 flow A -> B predicted by projecting A's points into B (NaN where not predictable)."""
     height, width = points.shape[:2]
-    rotation, translation = world_to_cam[:3, :3].astype(np.float32), world_to_cam[:3, 3].astype(np.float32)
-    cam = points.reshape(-1, 3).astype(np.float32, copy=False) @ rotation.T + translation
-    focal, center = intrinsics[:2].astype(np.float32), intrinsics[2:].astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xy = np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan).reshape(height, width, 2)
+    xy = _projected(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     return xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)
+
+
+def _projected(points: np.ndarray, world_to_cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """[N, 2] float32 pixels of world points [N, 3] in a camera (NaN behind it)."""
+    rotation, translation = world_to_cam[:3, :3].astype(np.float32), world_to_cam[:3, 3].astype(np.float32)
+    cam = points.astype(np.float32, copy=False) @ rotation.T + translation
+    focal, center = intrinsics[:2].astype(np.float32), intrinsics[2:].astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan)
+
+
+def _anchor_guess(anchors: tuple[np.ndarray, np.ndarray, np.ndarray], world_to_cam, intrinsics) -> np.ndarray:
+    """The predicted flow [N, 2] at a view's anchors (``view_anchors``) only: what ``_at(predicted_flow(...))``
+    gives, without the full field."""
+    return _projected(anchors[1], world_to_cam, intrinsics) - anchors[0].astype(np.float32)
 
 
 def _at(field: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -350,16 +361,19 @@ def flow_tracks(
         if not hasattr(local, "pair_flow"):
             local.pair_flow = PairFlow(options)
         i, j = pair
-        predicted = (
-            predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
-            predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
+        guesses = (
+            _anchor_guess(anchors[i], world_to_cam[j], intrinsics[j]),
+            _anchor_guess(anchors[j], world_to_cam[i], intrinsics[i]),
         )
-        guesses = (_at(predicted[0], anchors[i][0]), _at(predicted[1], anchors[j][0]))
         known = cache.pairs.get((i, j)) if cache is not None else None
         if known is not None and reuse > 0 and max(_median_move(a, b) for a, b in zip(known[0], guesses)) <= reuse:
             measured = known[1]
             reused.append(1)
         else:
+            predicted = (
+                predicted_flow(global_maps[i], world_to_cam[j], intrinsics[j]),
+                predicted_flow(global_maps[j], world_to_cam[i], intrinsics[i]),
+            )
             forward, backward = local.pair_flow.flows((greys[i], greys[j]), predicted)  # one flow each way
             measured = (
                 PairFlow.measure(forward, backward, anchors[i][0]),
