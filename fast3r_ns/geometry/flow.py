@@ -9,6 +9,7 @@ neighbour form one track. Pixels: continuous NETWORK-image coordinates (``fast3r
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -88,18 +89,30 @@ def predicted_flow(
 ) -> np.ndarray:
     """[H, W, 2] float32 flow A -> B predicted by projecting A's points into B (NaN where not predictable)."""
     height, width = points.shape[:2]
-    xy = _projected(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2)
+    return _projected(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2) - _centres(height, width)
+
+
+@functools.lru_cache(maxsize=8)
+def _centres(height: int, width: int) -> np.ndarray:
+    """[H, W, 2] float32 pixel centres (x, y), read-only."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    return xy - np.stack([xs + 0.5, ys + 0.5], axis=-1)
+    out = np.stack([xs + 0.5, ys + 0.5], axis=-1)
+    out.flags.writeable = False
+    return out
 
 
 def _projected(points: np.ndarray, world_to_cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """[N, 2] float32 pixels of world points [N, 3] in a camera (NaN behind it)."""
-    rotation, translation = world_to_cam[:3, :3].astype(np.float32), world_to_cam[:3, 3].astype(np.float32)
-    cam = points.astype(np.float32, copy=False) @ rotation.T + translation
-    focal, center = intrinsics[:2].astype(np.float32), intrinsics[2:].astype(np.float32)
+    if not len(points):
+        return np.zeros((0, 2), dtype=np.float32)
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    projection = (np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]) @ world_to_cam[:3, :4]).astype(np.float32)
+    homogeneous = _cv2().transform(points.reshape(-1, 1, 3).astype(np.float32, copy=False), projection).reshape(-1, 3)
+    depth = homogeneous[:, 2:3]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(cam[:, 2:3] > 0, cam[:, :2] / cam[:, 2:3] * focal + center, np.nan)
+        pixels = homogeneous[:, :2] / depth
+    pixels[~(depth[:, 0] > 0)] = np.nan
+    return pixels
 
 
 def _anchor_guess(anchors: tuple[np.ndarray, np.ndarray, np.ndarray], world_to_cam, intrinsics) -> np.ndarray:
@@ -120,7 +133,9 @@ def _fill(flow: np.ndarray) -> np.ndarray:
     if not len(sample):
         sample = flow[finite]
     fill = np.median(sample, axis=0) if len(sample) else np.zeros(2, np.float32)
-    return np.where(finite[..., None], flow, fill).astype(np.float32)
+    out = flow.astype(np.float32)  # a copy
+    out[~finite] = fill
+    return out
 
 
 def sample_flow(flow: np.ndarray, xy: np.ndarray) -> np.ndarray:
