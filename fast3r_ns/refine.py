@@ -59,9 +59,6 @@ class BundleOptions:
     """The solves after the first (after removing outliers, started near the optimum) stop when an iteration lowers
     the cost by less than this fraction; 0 (COLMAP's setting, also the first solve's) runs to ``max_iterations`` or
     the gradient tolerance. Default is 0.0."""
-    warm_start: bool = False
-    """The cameras and points start near the optimum (a later flow round): the first solve, too, stops at
-    ``function_tolerance``. Default is False."""
     num_threads: int = -1
     """Ceres threads; -1 uses every core. Default is -1."""
 
@@ -186,8 +183,6 @@ def bundle_adjust(
     ba_options.ceres.loss_function_scale = options.loss_scale
     ba_options.ceres.solver_options.max_num_iterations = options.max_iterations
     ba_options.ceres.solver_options.num_threads = options.num_threads
-    if options.warm_start:
-        ba_options.ceres.solver_options.function_tolerance = options.function_tolerance
     observations = pycolmap.ObservationManager(model)
     filtered = 0
     reports: list[str] = []

@@ -91,7 +91,7 @@ def refine_cameras(
         # a view held before keeps the pose it was held at.
         newly = held & ~was_held
         cameras.cam_to_world[newly] = carried_poses(fallback, cameras.cam_to_world, ~held)[newly]
-        result = _adjust(images, cameras, tracks, options, held, start, warm=index > 0)
+        result = _adjust(images, cameras, tracks, options, held, start)
         # The free views arrange themselves around a held view's observations; with fewer than ten (a pose has six
         # unknowns) they can turn freely about it, so such a view follows their frame instead.
         weak = held & (counts < 10)
@@ -203,10 +203,9 @@ def _adjust(
     options: ReconstructOptions,
     held: np.ndarray | None,
     start: float,
-    warm: bool = False,
 ) -> Refined:
     """Bundle adjustment of ``cameras`` (in place) on ``tracks``; ``held`` views keep their pose (flow tracks;
-    None: pointmap tracks); ``warm``: the cameras come from an earlier flow round (``BundleOptions.warm_start``)."""
+    None: pointmap tracks)."""
     from .refine import BundleOptions, bundle_adjust, reprojection_errors
 
     bundle = options.refine.bundle
@@ -228,7 +227,6 @@ def _adjust(
         max_iterations=bundle.max_iterations,
         num_threads=bundle.num_threads,
         function_tolerance=bundle.function_tolerance,
-        warm_start=warm,
         **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
     )
     points = tracks.points[tracks.track]
