@@ -83,9 +83,10 @@ class ProcessConfig:
     """With --refine (refused without it): also refine one radial distortion coefficient (k1) per camera, written
     to transforms.json and the COLMAP model; for lenses with visible distortion."""
     fuse_points: bool = True
-    """With --refine: rebuild the dense cloud (sparse_pc.ply) from each image's depth on its refined camera, kept
-    where two neighbouring images confirm it and averaged with them; --no-fuse-points keeps the cloud of the
-    pointmaps, whose per-image misplacement the refined cameras no longer share."""
+    """With --refine: rebuild the dense cloud (sparse_pc.ply) from each image's depth on its refined camera
+    (triangulated from the refinement's flow matches where there is texture and parallax), kept where two
+    neighbouring images confirm it and averaged with them; --no-fuse-points keeps the cloud of the pointmaps, whose
+    per-image misplacement the refined cameras no longer share."""
     colmap_tracks: bool = True
     """Without --refine: give the COLMAP model multi-view tracks (pixels of neighbouring images whose predicted
     points agree, triangulated), so that COLMAP's bundle adjuster accepts it; --no-colmap-tracks writes cameras
