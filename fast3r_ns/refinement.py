@@ -91,11 +91,14 @@ def refine_cameras(
         # a view held before keeps the pose it was held at.
         newly = held & ~was_held
         cameras.cam_to_world[newly] = carried_poses(fallback, cameras.cam_to_world, ~held)[newly]
+        before_adjustment = cameras.cam_to_world.copy()
         result = _adjust(images, cameras, tracks, options, held, start)
-        # The free views arrange themselves around a held view's observations; with fewer than ten (a pose has six
-        # unknowns) they can turn freely about it, so such a view follows their frame instead.
-        weak = held & (counts < 10)
-        cameras.cam_to_world[weak] = carried_poses(fallback, cameras.cam_to_world, ~held)[weak]
+        # The free views arrange themselves around a held view's few observations. When that turned the view
+        # against them more than any free view turned, its observations do not pin it (the free views swung about
+        # it): it follows their frame from its pointmap-stage pose instead.
+        moved = rotation_changes(before_adjustment, cameras.cam_to_world)
+        swung = held & (moved > np.nanmax(moved[~held], initial=0.0))
+        cameras.cam_to_world[swung] = carried_poses(fallback, cameras.cam_to_world, ~held)[swung]
         turned = rotation_changes(prior_cam_to_world, cameras.cam_to_world)
         zoomed = focal_changes(prior_intrinsics, cameras.intrinsics)
         # A view the flow held last round moves for the first time now: its turn says nothing about divergence.
