@@ -71,7 +71,12 @@ def main() -> None:
     base = {"bench": "flow_scaling", "commit": commit(), "device": "cpu", "cpus": cores, "pairs": len(PAIRS)}
     base |= {"height": HEIGHT, "width": WIDTH, "preset": "medium"}
     baseline = on_threads(1, default)
-    settings = [("threads", 1, 1), ("threads", cores, default), ("threads", cores, 1), ("threads", max(1, cores // 2), 1)]
+    settings = [
+        ("threads", 1, 1),
+        ("threads", cores, default),
+        ("threads", cores, 1),
+        ("threads", max(1, cores // 2), 1),
+    ]
     settings += [("processes", cores, 1), ("processes", max(1, cores // 2), 1)]
     out = RESULTS / "flow_scaling.jsonl"
     for kind, workers, opencv_threads in settings:

@@ -184,7 +184,7 @@ def _with_motion(
     result: Refined, intrinsics: np.ndarray, cam_to_world: np.ndarray, cameras: Cameras, initial_error: float
 ) -> Refined:
     """``result`` with how far the refinement moved the cameras from (intrinsics, cam_to_world) in its stats."""
-    from .refine_rounds import carried_poses, focal_changes, rotation_changes
+    from .refine_rounds import focal_changes, rotation_changes
 
     turned = rotation_changes(cam_to_world, cameras.cam_to_world)
     zoomed = focal_changes(intrinsics, cameras.intrinsics)

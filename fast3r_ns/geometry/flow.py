@@ -89,7 +89,9 @@ def predicted_flow(
 ) -> np.ndarray:
     """[H, W, 2] float32 flow A -> B predicted by projecting A's points into B (NaN where not predictable)."""
     height, width = points.shape[:2]
-    return _projected(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2) - _centres(height, width)
+    return _projected(points.reshape(-1, 3), world_to_cam, intrinsics).reshape(height, width, 2) - _centres(
+        height, width
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -319,9 +321,7 @@ def half_grid_targets(
     step = forward[::2, ::2]
     ys, xs = np.mgrid[0 : forward.shape[0] : 2, 0 : forward.shape[1] : 2].astype(np.float32)
     target = np.stack([xs, ys], axis=-1) + 0.5 + step
-    back = cv2.remap(
-        backward, target - 0.5, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan
-    )
+    back = cv2.remap(backward, target - 0.5, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
     keep = (np.linalg.norm(step + back, axis=-1) <= max_roundtrip) & textured
     return np.where(keep[..., None], target, np.nan).astype(np.float32)
 
