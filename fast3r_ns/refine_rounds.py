@@ -47,8 +47,7 @@ def rotation_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     finite = np.isfinite(before).all(axis=(1, 2)) & np.isfinite(after).all(axis=(1, 2))
     if not finite.any():
         return np.full(len(before), np.nan)
-    u, _, vt = np.linalg.svd(np.einsum("vij,vkj->ik", after[finite, :3, :3], before[finite, :3, :3]))
-    common = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    common = _common_rotation(before[finite], after[finite])
     relative = before[:, :3, :3].transpose(0, 2, 1) @ common.T @ after[:, :3, :3]  # common R_before ~ R_after
     cosine = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
     angles = np.degrees(np.arccos(cosine))
@@ -66,8 +65,7 @@ def carried_poses(
     views are free."""
     if free.sum() < 3:
         return reference.copy()
-    u, _, vt = np.linalg.svd(np.einsum("vij,vkj->ik", current[free, :3, :3], reference[free, :3, :3]))
-    rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt  # rotation @ R_reference ~ R_current
+    rotation = _common_rotation(reference[free], current[free])
     before, after = reference[free, :3, 3] @ rotation.T, current[free, :3, 3]
     before_mean, after_mean = before.mean(0), after.mean(0)
     spread = float(((before - before_mean) ** 2).sum())
@@ -76,6 +74,13 @@ def carried_poses(
     out[:, :3, :3] = rotation @ reference[:, :3, :3]
     out[:, :3, 3] = scale * (reference[:, :3, 3] @ rotation.T - before_mean) + after_mean
     return out
+
+
+def _common_rotation(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """[3, 3] the rotation C that best maps the orientations of camera set ``before`` onto ``after`` ([V, 4, 4]):
+    C R_before ~ R_after in the least-squares (chordal) sense."""
+    u, _, vt = np.linalg.svd(np.einsum("vij,vkj->ik", after[:, :3, :3], before[:, :3, :3]))
+    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
 
 
 def focal_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -221,16 +221,6 @@ class PairFlow:
         index = np.flatnonzero(keep)
         return index, target[index], roundtrip[index]
 
-    def matches(
-        self,
-        forward: np.ndarray,  # [H, W, 2] flow A -> B
-        backward: np.ndarray,  # [H, W, 2] flow B -> A
-        predicted: np.ndarray,  # [H, W, 2] predicted flow A -> B
-        anchors: np.ndarray,  # [N, 2] candidate pixels of A (continuous, pixel centres)
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
-        return self.gate(anchors, *self.measure(forward, backward, anchors), _at(predicted, anchors))
-
     def correspondences(
         self,
         grey: tuple[np.ndarray, np.ndarray],  # uint8 [H, W] of A and B
@@ -239,7 +229,7 @@ class PairFlow:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of the kept anchors [M], their pixels in B [M, 2] and their roundtrip error [M]."""
         forward, backward = self.flows(grey, predicted)
-        return self.matches(forward, backward, predicted[0], anchors)
+        return self.gate(anchors, *self.measure(forward, backward, anchors), _at(predicted[0], anchors))
 
 
 def correction_inliers(
@@ -319,8 +309,7 @@ def half_grid_targets(
     flow does not bring them back within ``max_roundtrip`` or A is flat)."""
     cv2 = _cv2()
     step = forward[::2, ::2]
-    ys, xs = np.mgrid[0 : forward.shape[0] : 2, 0 : forward.shape[1] : 2].astype(np.float32)
-    target = np.stack([xs, ys], axis=-1) + 0.5 + step
+    target = _centres(*forward.shape[:2])[::2, ::2] + step
     back = cv2.remap(backward, target - 0.5, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
     keep = (np.linalg.norm(step + back, axis=-1) <= max_roundtrip) & textured
     return np.where(keep[..., None], target, np.nan).astype(np.float32)
