@@ -105,22 +105,52 @@ def reprojection_errors(
     return np.where(cam[:, 2] > 0, error, np.inf)
 
 
-def _median_reprojection_error(model) -> float:
-    """Median reprojection error (pixels) over every observation of a ``pycolmap.Reconstruction``."""
-    errors = []
-    for image_id in model.reg_image_ids():
-        image = model.image(image_id)
-        camera = model.camera(image.camera_id)
-        pose = image.cam_from_world()
-        seen = [(p.xy, p.point3D_id) for p in image.points2D if p.has_point3D()]
-        if not seen:
-            continue
-        xy = np.array([s[0] for s in seen])
-        world = np.array([model.point3D(s[1]).xyz for s in seen])
-        cam = world @ pose.rotation.matrix().T + pose.translation
-        projected = camera.img_from_cam(cam)
-        errors.append(np.linalg.norm(np.asarray(projected) - xy, axis=-1))
-    return float(np.median(np.concatenate(errors))) if errors else float("inf")
+def _observed_rows(model, image_rows: list[np.ndarray]) -> np.ndarray:
+    """[O] bool: the input observations (rows; ``image_rows[i]`` are image i's, in keypoint order) that still see
+    a 3-D point in the ``pycolmap.Reconstruction`` (image ids i + 1)."""
+    kept = np.zeros(sum(len(rows) for rows in image_rows), dtype=bool)
+    for index, rows in enumerate(image_rows):
+        kept[rows[np.asarray(model.image(index + 1).get_observation_point2D_idxs(), dtype=np.int64)]] = True
+    return kept
+
+
+def _track_points(model, point_ids: np.ndarray) -> np.ndarray:
+    """[T, 3] xyz of each track's point in the ``pycolmap.Reconstruction`` (NaN where it was deleted)."""
+    xyz = np.full((len(point_ids), 3), np.nan)
+    for track_index, point_id in enumerate(point_ids.tolist()):
+        if model.exists_point3D(point_id):
+            xyz[track_index] = model.point3D(point_id).xyz
+    return xyz
+
+
+def _model_cameras(model, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """[V, P] camera params (f, cx, cy[, k1]) and [V, 4, 4] world-to-camera of images 1..count of the
+    reconstruction (one camera model for all)."""
+    params = np.array([np.asarray(model.camera(model.image(i + 1).camera_id).params) for i in range(count)])
+    world_to_cam = np.tile(np.eye(4), (count, 1, 1))
+    for index in range(count):
+        world_to_cam[index, :3, :4] = model.image(index + 1).cam_from_world().matrix()
+    return params, world_to_cam
+
+
+def _median_reprojection_error(
+    model,
+    image_rows: list[np.ndarray],
+    view: np.ndarray,  # [O] image index of each input observation
+    pixel: np.ndarray,  # [O, 2]
+    track_of_row: np.ndarray,  # [O] track index of each observation
+    point_ids: np.ndarray,  # [T] point id of each track
+) -> float:
+    """Median reprojection error (pixels) over every observation still in a ``pycolmap.Reconstruction``."""
+    kept = _observed_rows(model, image_rows)
+    if not kept.any():
+        return float("inf")
+    params, world_to_cam = _model_cameras(model, len(image_rows))
+    intrinsics = np.stack([params[:, 0], params[:, 0], params[:, 1], params[:, 2]], axis=-1)
+    distortion = params[:, 3] if params.shape[1] > 3 else None
+    points = _track_points(model, point_ids)[track_of_row[kept]]
+    cam_to_world = np.linalg.inv(world_to_cam)
+    return float(np.median(reprojection_errors(intrinsics, cam_to_world, points, view[kept], pixel[kept], distortion)))
 
 
 def bundle_adjust(
@@ -155,8 +185,10 @@ def bundle_adjust(
     bounds = np.searchsorted(view[order], np.arange(count + 1))
     point2d_index = np.empty(len(view), dtype=np.int64)
     world_to_cam = np.linalg.inv(cam_to_world)
+    image_rows = [order[bounds[index] : bounds[index + 1]] for index in range(count)]  # keypoint k: row rows[k]
+    track_of_row = np.repeat(np.arange(len(points)), np.diff(offsets))
     for index in range(count):
-        rows = order[bounds[index] : bounds[index + 1]]
+        rows = image_rows[index]
         point2d_index[rows] = np.arange(len(rows))
         image = pycolmap.Image(
             name=f"{index}",
@@ -203,7 +235,9 @@ def bundle_adjust(
         reports.append(summary.brief_report())
         ba_options.ceres.solver_options.function_tolerance = options.function_tolerance  # the re-solves
         if options.adaptive_spread > 0:
-            spread = options.adaptive_spread * _median_reprojection_error(model)
+            spread = options.adaptive_spread * _median_reprojection_error(
+                model, image_rows, view, pixel, track_of_row, point_ids
+            )
             threshold = float(np.clip(spread, options.min_reprojection_error, options.max_reprojection_error))
             ba_options.ceres.loss_function_scale = min(options.loss_scale, threshold)
         thresholds.append(threshold)
@@ -213,26 +247,11 @@ def bundle_adjust(
     solve_seconds = time.perf_counter() - start - setup_seconds
 
     refined_intrinsics = np.array(intrinsics, dtype=np.float64, copy=True)
-    distortion = np.zeros(count)
-    for index in range(count):
-        camera = model.camera(int(group[index]) + 1)
-        params = np.asarray(camera.params, dtype=np.float64)
-        refined_intrinsics[index] = [params[0], params[0], params[1], params[2]]
-        if options.refine_distortion:
-            distortion[index] = params[3]
-    refined_world_to_cam = np.tile(np.eye(4), (count, 1, 1))
-    for index in range(count):
-        refined_world_to_cam[index, :3, :4] = model.image(index + 1).cam_from_world().matrix()
-    refined_points = np.full((len(points), 3), np.nan)
-    observation_ok = np.zeros(len(view), dtype=bool)
-    key_to_row = {(int(v) + 1, int(p)): row for row, (v, p) in enumerate(zip(view, point2d_index))}
-    for track_index, point_id in enumerate(point_ids):
-        if not model.exists_point3D(int(point_id)):
-            continue
-        point = model.point3D(int(point_id))
-        refined_points[track_index] = point.xyz
-        for element in point.track.elements:
-            observation_ok[key_to_row[(element.image_id, element.point2D_idx)]] = True
+    params, refined_world_to_cam = _model_cameras(model, count)
+    refined_intrinsics[:] = np.stack([params[:, 0], params[:, 0], params[:, 1], params[:, 2]], axis=-1)
+    distortion = params[:, 3].copy() if options.refine_distortion else np.zeros(count)
+    refined_points = _track_points(model, point_ids)
+    observation_ok = _observed_rows(model, image_rows)
 
     # Back onto the input's world frame: the similarity taking the refined track points to the initial ones.
     kept = np.isfinite(refined_points).all(-1)
