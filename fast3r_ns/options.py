@@ -147,10 +147,11 @@ class RefineFlowOptions:
     Default is None."""
     max_observations: int | None = None
     """Budget of flow correspondences over all pairs (``FlowOptions.max_observations``: the per-pair cap shrinks
-    so that the adjustment's size stays bounded as views grow); 0: no budget. None: 300_000, none above
-    ``RefineOptions.large_views`` (256 per pair there). Measured at 100 views of 512x384, one round, with
-    ``function_tolerance`` (``bench_refine.py --set``, ``refine_cpu.jsonl``): 985k -> 401k observations, refinement
-    242 -> 86 s, rotation max / median 0.043 / 0.020 -> 0.039 / 0.016 deg. Default is None."""
+    so that the adjustment's size stays bounded as views grow, at least 64); 0: no budget. None: 150_000, none
+    above ``RefineOptions.large_views`` (256 per pair there). Measured with ``bench_refine.py --set``
+    (``refine_cpu.jsonl``): 100 views of 512x384, 300k -> 150k: 401k -> 233k observations, rotation max / median
+    0.034 / 0.014 -> 0.035 / 0.014 deg; 200 views: 470k -> 266k observations (64 a pair), 0.032 / 0.012 -> 0.022
+    / 0.013 deg, each adjustment 22 -> 12 s on 2 cores. Default is None."""
     correction_spread: float | None = None
     """Adaptive correction gate of the flow matches (``FlowOptions.correction_spread``, with a 64 network px cap;
     0: the fixed ``FlowOptions.max_correction`` of 6 network px of the large-scene measurements). None: 3, 0 above
@@ -311,8 +312,8 @@ REFINE_AUTO_VALUES: dict[str, tuple[Any, Any]] = {
     "flow.depth": (True, False),
     "flow.filter_spread": (5.0, 0.0),
     "flow.correction_spread": (3.0, 0.0),
-    # The adjustment's cost (issue #17's 200 views on the GPU machine): measured at 100 views.
-    "flow.max_observations": (300_000, 0),
+    # The adjustment's cost (issue #17's 200 views on the GPU machine): measured at 100 and 200 views.
+    "flow.max_observations": (150_000, 0),
     "bundle.function_tolerance": (1e-6, 0.0),
 }
 
