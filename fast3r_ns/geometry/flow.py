@@ -272,7 +272,7 @@ def view_anchors(
     r, c = np.meshgrid(rows, cols, indexing="ij")
     r, c = r[grid_valid], c[grid_valid]
     pixels = np.stack([c + 0.5, r + 0.5], axis=-1).astype(np.float64)
-    return pixels, points[r, c].astype(np.float64), confidence[r, c]
+    return pixels, points[r, c].astype(np.float64), confidence[r, c].astype(np.float64)
 
 
 @dataclass
@@ -348,9 +348,11 @@ def flow_tracks(
     if masks is None:
         masks = confidence_masks(confidences, conf_percentile, min_confidence)
     for points, conf, mask in zip(pointmaps, confidences, masks):
-        conf = conf.double().cpu()
-        global_maps.append(np.where(mask[..., None], points.float().cpu().numpy(), np.nan))
-        confs.append(conf.numpy())
+        confident = points.float().cpu().numpy().copy()
+        confident[~mask] = np.nan
+        global_maps.append(confident)
+        conf = conf.cpu()  # as stored (no copy); view_anchors reads only the anchors' values
+        confs.append((conf if conf.dtype in (torch.float32, torch.float64) else conf.float()).numpy())
     anchors = [view_anchors(p, c, g, options) for p, c, g in zip(global_maps, confs, greys)]
     pairs = candidate_pairs(cam_to_world, [_Points(a[1]) for a in anchors], neighbors)
     per_pair = options.max_pair_matches
