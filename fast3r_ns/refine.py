@@ -123,14 +123,15 @@ def _track_points(model, point_ids: np.ndarray) -> np.ndarray:
     return xyz
 
 
-def _model_cameras(model, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """[V, P] camera params (f, cx, cy[, k1]) and [V, 4, 4] world-to-camera of images 1..count of the
-    reconstruction (one camera model for all)."""
+def _model_cameras(model, count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Images 1..count of the reconstruction (one camera model for all): [V, 4] intrinsics (f, f, cx, cy), [V] k1
+    (None without distortion) and [V, 4, 4] world-to-camera."""
     params = np.array([np.asarray(model.camera(model.image(i + 1).camera_id).params) for i in range(count)])
     world_to_cam = np.tile(np.eye(4), (count, 1, 1))
     for index in range(count):
         world_to_cam[index, :3, :4] = model.image(index + 1).cam_from_world().matrix()
-    return params, world_to_cam
+    intrinsics = np.stack([params[:, 0], params[:, 0], params[:, 1], params[:, 2]], axis=-1)
+    return intrinsics, (params[:, 3].copy() if params.shape[1] > 3 else None), world_to_cam
 
 
 def _median_reprojection_error(
@@ -145,9 +146,7 @@ def _median_reprojection_error(
     kept = _observed_rows(model, image_rows)
     if not kept.any():
         return float("inf")
-    params, world_to_cam = _model_cameras(model, len(image_rows))
-    intrinsics = np.stack([params[:, 0], params[:, 0], params[:, 1], params[:, 2]], axis=-1)
-    distortion = params[:, 3] if params.shape[1] > 3 else None
+    intrinsics, distortion, world_to_cam = _model_cameras(model, len(image_rows))
     points = _track_points(model, point_ids)[track_of_row[kept]]
     cam_to_world = np.linalg.inv(world_to_cam)
     return float(np.median(reprojection_errors(intrinsics, cam_to_world, points, view[kept], pixel[kept], distortion)))
@@ -246,10 +245,8 @@ def bundle_adjust(
         filtered += observations.filter_observations_with_negative_depth()
     solve_seconds = time.perf_counter() - start - setup_seconds
 
-    refined_intrinsics = np.array(intrinsics, dtype=np.float64, copy=True)
-    params, refined_world_to_cam = _model_cameras(model, count)
-    refined_intrinsics[:] = np.stack([params[:, 0], params[:, 0], params[:, 1], params[:, 2]], axis=-1)
-    distortion = params[:, 3].copy() if options.refine_distortion else np.zeros(count)
+    refined_intrinsics, distortion, refined_world_to_cam = _model_cameras(model, count)
+    distortion = distortion if options.refine_distortion else np.zeros(count)
     refined_points = _track_points(model, point_ids)
     observation_ok = _observed_rows(model, image_rows)
 
