@@ -4,8 +4,8 @@ true surface after the refinement, on the splat scenes with the FastLikeOracle a
 
 For each scene / level / seed the refinement runs once (``reconstruct_from_predictions`` with ``--refine``'s
 defaults); then the refined cameras' fusion is repeated with 1, 2 and 3 confirming neighbours, from the local
-depth maps alone and with the depths triangulated from the refinement's flows (the default; once more without
-``FusionOptions.correct_tilt``), and the global pointmaps at the same confident pixels are scored too. Distances: each point to the nearest true surface point
+depth maps alone and with the depths triangulated from the refinement's flows (the default), and the global
+pointmaps at the same confident pixels are scored too. Distances: each point to the nearest true surface point
 (every pixel of every view cast at full resolution) after the similarity that takes the refined camera centres
 onto the true ones, relative to the scene's diagonal. One record per variant in ``results/fusion_cpu.jsonl``.
 
@@ -91,13 +91,10 @@ def run(name: str, level: str, seed: int) -> list[dict]:
     }
     records = []
     default = fusion.FusionOptions()
-    sources = (("local depth", None, (1, 2, 3), True), ("triangulated", flows, (1, 2, 3), True))
-    sources += (("triangulated without the tilt correction", flows, (default.min_views,), False),)
-    for source, pair_flows, confirming, tilt in sources:
-        for min_views in confirming:
+    for source, pair_flows in (("local depth", None), ("triangulated", flows)):
+        for min_views in (1, 2, 3):
             tic = time.perf_counter()
-            options = fusion.FusionOptions(min_views=min_views, correct_tilt=tilt)
-            fused, stats = fuse_dense(*args, options, pair_flows)
+            fused, stats = fuse_dense(*args, fusion.FusionOptions(min_views=min_views), pair_flows)
             seconds = time.perf_counter() - tic
             points = torch.cat([f.points for f in fused]).double().numpy()
             records.append(

@@ -10,10 +10,8 @@ they share (a common bias of the depth maps) stays.
 With the flows of the refinement (``triangulated_depths``), each view's depth comes from the data first: every
 flow target of a pixel in a neighbour is triangulated with the two refined cameras (midpoint of the two rays), and
 the estimates that agree with the view's depth map (within a gate that follows their spread) are averaged with
-weights sin^2 of the parallax; the depth map is kept only where nothing triangulates, after a per-view correction
-fitted to the triangulated pixels (``FusionOptions.correct_tilt``: a scale and a tilt, what a small rotation of a
-view's local pointmap does to its depth). That removes the depth maps' own errors, shared or not, where the images
-have texture and parallax, and their smooth part elsewhere.
+weights sin^2 of the parallax; the depth map itself is kept only where nothing triangulates. That removes the
+depth maps' own errors, shared or not, where the images have texture and parallax.
 """
 
 from __future__ import annotations
@@ -43,11 +41,6 @@ class FusionOptions:
     triangulation_spread: float = 3.0
     """A triangulated depth is used when it is within this many times the view's median relative difference
     between triangulated and depth-map depths (clamped to [0.01, 0.2]); others are flow errors. Default is 3.0."""
-    correct_tilt: bool = True
-    """Where nothing triangulates, the depth map is multiplied by exp(a + b x + c y) (x, y: the pixel's normalised
-    camera coordinates), fitted robustly to log(triangulated / depth map) over the view's triangulated pixels (at
-    least 50 of them and 1 % of the view), clamped to 0.8-1.25: the part of the depth map's error that is a scale
-    or a tilt. Default is True."""
 
     def __post_init__(self) -> None:
         if self.min_parallax_deg < 0 or self.triangulation_spread <= 0:
@@ -191,37 +184,8 @@ def triangulated_depths(
         mean = (weight * torch.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)).sum(0) / total.clamp_min(1e-30)
         hit = (total > 0) & torch.isfinite(prior)
         triangulated += int(hit.sum())
-        if options.correct_tilt:
-            prior = prior * _tilt_factor(mean, prior, hit, grid_intrinsics[view], width)
         out.append(torch.where(hit, mean, prior).float().reshape(height, width))
     return out, triangulated / max(finite, 1)
-
-
-def _tilt_factor(
-    measured: torch.Tensor,  # [N] triangulated depth (valid where ``hit``)
-    prior: torch.Tensor,  # [N] the depth map
-    hit: torch.Tensor,  # [N] bool
-    intrinsics,  # (fx, fy, cx, cy) of the grid
-    width: int,
-) -> torch.Tensor:
-    """[N] exp(a + b x + c y), the least-squares fit of log(measured / prior) at the ``hit`` pixels (refitted once
-    without residuals beyond 3 robust sigmas), clamped to [0.8, 1.25]; ones when too few pixels are hit."""
-    count = int(hit.sum())
-    if count < max(50, 0.01 * len(prior)):
-        return torch.ones_like(prior)
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    index = torch.arange(len(prior), device=prior.device)
-    design = torch.stack(
-        [torch.ones_like(prior), ((index % width) + 0.5 - cx) / fx, ((index // width) + 0.5 - cy) / fy], dim=-1
-    ).double()
-    rows, target = design[hit], torch.log(measured[hit] / prior[hit])
-    keep = torch.ones(count, dtype=torch.bool, device=prior.device)
-    for _ in range(2):
-        coefficients = torch.linalg.lstsq(rows[keep], target[keep, None]).solution[:, 0]
-        residual = target - rows @ coefficients
-        sigma = 1.4826 * float(residual[keep].abs().median())
-        keep = residual.abs() <= max(3.0 * sigma, 1e-9)
-    return torch.exp(design @ coefficients).clamp(0.8, 1.25).to(prior.dtype)
 
 
 def _rays(intrinsics, x: torch.Tensor, y: torch.Tensor, cam_to_world: torch.Tensor) -> torch.Tensor:
