@@ -313,6 +313,7 @@ def _flow_tracks(
             max_observations=flow.max_observations,
             correction_spread=flow.correction_spread,
             max_correction=64.0 if flow.correction_spread else 6.0,
+            reuse_px=flow.reuse_px,
         ),
         options.points.conf_percentile,
         options.points.min_confidence,

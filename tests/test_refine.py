@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 
 from fast3r_ns import PointOptions, ReconstructOptions, RefineBundleOptions, RefineOptions, reconstruct_from_predictions
 from fast3r_ns.io import PreparedImage, load_images
-from fast3r_ns.options import REFINE_AUTO_VALUES, with_values
+from fast3r_ns.options import REFINE_AUTO_VALUES, RefineFlowOptions, with_values
 from fast3r_ns.process import ProcessConfig, process
 from fast3r_ns.testing import OraclePredictor, make_scene
 from fast3r_ns.testing.metrics import reconstruction_errors
@@ -196,3 +196,29 @@ def test_flow_refinement_corrects_misplaced_global_pointmaps(tmp_path) -> None:
     stats = after.refine_stats
     assert stats["flow_rounds"] >= 1 and stats["reprojection_err_px_after"] < stats["reprojection_err_px_initial"]
     assert stats["rotation_change_deg_max"] > 1.0 and not after.refine_unfixed and after.pose_ok.all()
+
+
+def test_flow_reuse_threshold_reaches_the_flow_rounds() -> None:
+    """``refine.flow.reuse_px``: 0 measures every pair again in round 2; a huge threshold keeps every pair's flows."""
+    pytest.importorskip("cv2")
+    from benchmarks.bench_refine import textured_images
+
+    width, height = 256, 192
+    scene = make_scene(8, image_size=(width, height), arc_degrees=80, seed=6)
+    images = textured_images(scene, width, height)
+    predictions = OraclePredictor(scene, images, global_rotation_noise_deg=0.3, **PIXEL_NOISE, seed=2)(
+        [im.tensor for im in images]
+    )
+    reused = {}
+    for threshold in (0.0, 1e6):
+        flow = RefineFlowOptions(rounds=2, tolerance_deg=0.0, tolerance_focal=0.0, reuse_px=threshold)
+        options = ReconstructOptions(
+            points=PointOptions(colors="network", max_points=5_000, fuse=False),
+            refine=RefineOptions(enabled=True, flow=flow),
+            device="cpu",
+        )
+        stats = reconstruct_from_predictions(images, predictions, options).refine_stats
+        assert stats["flow_rounds"] == 2
+        reused[threshold] = (stats["round2_pairs_reused"], stats["candidate_pairs"])
+    assert reused[0.0][0] == 0
+    assert reused[1e6][0] == reused[1e6][1] > 0
