@@ -175,10 +175,11 @@ class RefineFlowOptions:
     median reprojection error (at least 0.2 px, at most ``RefineBundleOptions.max_reprojection_error``) are dropped
     and the robust loss scale follows (``BundleOptions.adaptive_spread``; 0: the fixed
     ``max_reprojection_error`` only). None: 5, 0 above ``RefineOptions.large_views``. Default is None."""
-    reuse_px: float = 0.5
+    reuse_px: float = 2.0
     """A view pair keeps its flows of an earlier round while its predicted flow moved at most this many network
-    pixels since (``FlowOptions.reuse_px``; 0: always recompute). 2 was faster by 7-18 % on the six pose cases of a
-    dry run with the same or better cameras (docs/refine.md), not yet measured enough to change. Default is 0.5."""
+    pixels since (``FlowOptions.reuse_px``; 0: always recompute). 0.5 -> 2 (``splat_poses_cpu.jsonl``, "session 7
+    A/B", room and room_natural at 1x and 6x, seeds 11 and 23): rotation max the same or lower in all 8 cases, each
+    7-18 % faster; 200 views on 2 cores 102 -> 82 s, rotation 0.022 / 0.013 -> 0.024 / 0.014 deg. Default is 2.0."""
     guard_deg: float = 1.0
     """A view the refinement turned more than this (degrees) from the prediction on few (below
     ``min_observations``) or inconsistent flow observations is flagged (pose_ok false, with a note, and in
