@@ -65,7 +65,8 @@ class FlowOptions:
     reuse_px: float = 0.5
     """With a ``FlowCache`` across rounds: a pair whose predicted flow moved at most this (median over either
     view's anchors, network pixels) since its flows were computed keeps those flows and is only gated again
-    against the new prediction (0: always recompute). Default is 0.5."""
+    against the new prediction (0: always recompute); the refinement passes ``RefineFlowOptions.reuse_px`` (2).
+    Default is 0.5."""
     threads: int | None = None
     """Threads over the view pairs (OpenCV releases the GIL); None: every core this process may use (2 was the
     default before, leaving 14 of the GPU machine's 16 cores idle). Default is None."""
