@@ -24,6 +24,7 @@ Colors = Literal["original", "network"]
 TrackSource = Literal["pointmaps", "flow"]
 FlowPreset = Literal["auto", "ultrafast", "fast", "medium"]
 BundleFocal = Literal["grouped", "per-view", "fixed"]
+BundleSolver = Literal["auto", "ceres", "torch"]
 
 
 @dataclass
@@ -243,9 +244,14 @@ class RefineBundleOptions:
     an iteration lowers the cost by less than this fraction; 0 (COLMAP's setting) runs to ``max_iterations`` or the
     gradient tolerance. None: 1e-6, 0 above ``RefineOptions.large_views`` (measured with ``max_observations``, see
     there: 129 -> 31 Ceres iterations). Default is None."""
+    solver: BundleSolver = "auto"
+    """Who solves the bundle adjustment: "ceres" (pycolmap, on the CPU), "torch" (``fast3r_ns.bundle_torch``, the
+    same cost and trust-region rules on the run's ``device``; not with distortion or principal points, which stay
+    with Ceres), "auto": torch on a CUDA device, else Ceres. Default is "auto"."""
 
     def __post_init__(self) -> None:
         _one_of(self, "focal", BundleFocal)
+        _one_of(self, "solver", BundleSolver)
         _at_least(self, 0, "function_tolerance", optional=True)
         _at_least(self, 0, "focal_tolerance")
         _positive(self, "max_reprojection_error")

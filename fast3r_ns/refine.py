@@ -61,6 +61,10 @@ class BundleOptions:
     the gradient tolerance. Default is 0.0."""
     num_threads: int = -1
     """Ceres threads; -1 uses every core. Default is -1."""
+    device: str | None = None
+    """Solve on this torch device with ``bundle_torch`` (Levenberg-Marquardt, Schur complement) instead of
+    pycolmap's Ceres; only without distortion and principal points (the other options are honoured; pycolmap
+    still holds the model and removes the outliers). None: Ceres. Default is None."""
 
 
 @dataclass
@@ -215,6 +219,8 @@ def bundle_adjust(
     ba_options.ceres.solver_options.max_num_iterations = options.max_iterations
     ba_options.ceres.solver_options.num_threads = options.num_threads
     observations = pycolmap.ObservationManager(model)
+    on_device = options.device is not None and not (options.refine_distortion or options.refine_principal_point)
+    rows_of = (view, pixel, track_of_row)
     filtered = 0
     reports: list[str] = []
     threshold = options.max_reprojection_error
@@ -230,8 +236,10 @@ def bundle_adjust(
         else:
             for point_id in model.point3D_ids():
                 config.add_constant_point(point_id)
-        summary = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve()
-        reports.append(summary.brief_report())
+        if on_device:
+            reports.append(_solve_on_device(model, options, ba_options, image_rows, rows_of, point_ids, group))
+        else:
+            reports.append(pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve().brief_report())
         ba_options.ceres.solver_options.function_tolerance = options.function_tolerance  # the re-solves
         if options.adaptive_spread > 0:
             spread = options.adaptive_spread * _median_reprojection_error(
@@ -273,6 +281,75 @@ def bundle_adjust(
     return BundleResult(
         refined_intrinsics, distortion, refined_cam_to_world, refined_points, observation_ok, stats, reports
     )
+
+
+def _solve_on_device(
+    model,
+    options: BundleOptions,
+    ba_options,
+    image_rows: list[np.ndarray],
+    rows_of: tuple[np.ndarray, np.ndarray, np.ndarray],  # [O] view, [O, 2] pixel, [O] track of each input row
+    point_ids: np.ndarray,  # [T] point id of each track
+    group: np.ndarray,  # [V] camera index of each image
+) -> str:
+    """One solve of the observations still in ``model`` with ``bundle_torch`` on ``options.device``; the result
+    is written back into ``model``. Returns the solver's brief report."""
+    from . import bundle_torch
+
+    count = len(image_rows)
+    device = torch.device(options.device)
+    view, pixel, track_of_row = rows_of
+    rows = np.flatnonzero(_observed_rows(model, image_rows))
+    xyz = _track_points(model, point_ids)
+    live = np.flatnonzero(np.isfinite(xyz).all(-1))
+    renumber = np.full(len(point_ids), -1, dtype=np.int64)
+    renumber[live] = np.arange(len(live))
+    intrinsics, _, world_to_cam = _model_cameras(model, count)
+    first_member = np.array([np.flatnonzero(group == index)[0] for index in range(int(group.max()) + 1)])
+    constant = np.zeros(count, dtype=bool) if options.constant_poses is None else np.asarray(options.constant_poses)
+
+    def tensor(array, dtype=torch.float64):
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+    problem = bundle_torch.Problem(
+        world_to_cam=tensor(world_to_cam[:, :3, :4]),
+        focal=tensor(intrinsics[first_member, 0]),
+        principal=tensor(intrinsics[:, 2:]),
+        group=tensor(group, torch.int64),
+        points=tensor(xyz[live]),
+        view=tensor(view[rows], torch.int64),
+        track=tensor(renumber[track_of_row[rows]], torch.int64),
+        pixel=tensor(pixel[rows]),
+        constant_pose=tensor(constant, torch.bool),
+        refine_focal=options.refine_focal,
+        refine_points=options.refine_points,
+    )
+    solver = ba_options.ceres.solver_options
+    solution = bundle_torch.solve(
+        problem,
+        ba_options.ceres.loss_function_scale,
+        solver.max_num_iterations,
+        solver.function_tolerance,
+        solver.parameter_tolerance,
+        solver.gradient_tolerance,
+    )
+    focal, poses = solution.focal.cpu().numpy(), solution.world_to_cam.cpu().numpy()
+    for index in range(len(first_member)):
+        camera = model.camera(index + 1)
+        camera.params = [float(focal[index])] + list(camera.params[1:])
+    for index in np.flatnonzero(~constant):
+        model.frame(model.image(int(index) + 1).frame_id).rig_from_world = pycolmap_rigid(poses[index])
+    if options.refine_points:
+        for point_id, point in zip(point_ids[live].tolist(), solution.points.cpu().numpy()):
+            model.point3D(point_id).xyz = point
+    return solution.brief_report()
+
+
+def pycolmap_rigid(world_to_cam: np.ndarray):
+    """``pycolmap.Rigid3d`` of a [3, 4] world-to-camera matrix."""
+    import pycolmap
+
+    return pycolmap.Rigid3d(np.ascontiguousarray(world_to_cam, dtype=np.float64))
 
 
 def _iterations(report: str) -> int:

@@ -199,6 +199,13 @@ def _with_motion(
     return result
 
 
+def _solver_device(solver: str, device: str | None) -> str | None:
+    """The torch device of the bundle adjustment, None for Ceres (``RefineBundleOptions.solver``)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    use_torch = solver == "torch" or (solver == "auto" and torch.device(device).type == "cuda")
+    return device if use_torch else None
+
+
 def _adjust(
     images: Sequence[PreparedImage],
     cameras: Cameras,
@@ -230,6 +237,7 @@ def _adjust(
         max_iterations=bundle.max_iterations,
         num_threads=bundle.num_threads,
         function_tolerance=bundle.function_tolerance,
+        device=_solver_device(bundle.solver, options.device),
         **({"adaptive_spread": adaptive_spread, "rounds": 3} if adaptive_spread > 0 else {}),
     )
     points = tracks.points[tracks.track]

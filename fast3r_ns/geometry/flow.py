@@ -131,13 +131,13 @@ def _at(field: np.ndarray, pixels: np.ndarray) -> np.ndarray:
 
 def _fill(flow: np.ndarray) -> np.ndarray:
     """Flow with NaN holes replaced by the median of the finite part (the initialisation needs a full field)."""
-    finite = np.isfinite(flow).all(-1)
-    sample = flow[::8, ::8][finite[::8, ::8]]  # every 64th pixel: the median of 196k flows cost 19 ms a call
-    if not len(sample):
-        sample = flow[finite]
-    fill = np.median(sample, axis=0) if len(sample) else np.zeros(2, np.float32)
     out = flow.astype(np.float32)  # a copy
-    out[~finite] = fill
+    finite = np.isfinite(out)
+    sample = out[::8, ::8][finite[::8, ::8].all(-1)]  # every 64th pixel: the median of 196k flows cost 19 ms a call
+    if not len(sample):
+        sample = out[finite.all(-1)]
+    fill = np.median(sample, axis=0) if len(sample) else np.zeros(2, np.float32)
+    np.copyto(out, fill.astype(np.float32), where=~finite)
     return out
 
 
@@ -175,6 +175,14 @@ class PairFlow:
         self.dis = cv2.DISOpticalFlow_create(presets[options.preset])
         self.dis.setUseSpatialPropagation(True)
         self.options = options
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
+
+    def _grid(self, height: int, width: int) -> np.ndarray:
+        """[H, W, 2] float32 pixel coordinates (x, y), kept per size."""
+        if (height, width) not in self._grids:
+            xy = np.meshgrid(np.arange(width), np.arange(height))
+            self._grids[(height, width)] = np.stack(xy, axis=-1).astype(np.float32)
+        return self._grids[(height, width)]
 
     def flow(self, first: np.ndarray, second: np.ndarray, initial: np.ndarray) -> np.ndarray:
         """[H, W, 2] flow first -> second (uint8 greys [H, W]) around ``initial`` (NaN holes allowed): ``second``
@@ -182,8 +190,7 @@ class PairFlow:
         r(p) + prediction(p + r(p)) (the warp absorbs the perspective that DIS's translating patches miss)."""
         cv2 = _cv2()
         smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
-        height, width = first.shape
-        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1).astype(np.float32)
+        grid = self._grid(*first.shape)
         warped = cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         residual = self.dis.calc(first, warped, None)
         return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
