@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from fast3r_ns.options import RefineBundleOptions
 from fast3r_ns.refine import BundleOptions, bundle_adjust
@@ -44,11 +45,21 @@ def _problem(seed: int, views: int = 8, tracks: int = 300):
     return (sizes, guess, start, noisy_points, np.array(offsets), np.array(view), np.array(pixel)), cam_to_world
 
 
+GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
 @pytest.mark.parametrize(
-    "free_points, held, groups",
-    [(True, None, "one"), (True, (0, 5), "one"), (False, None, "per-view"), (False, (0, 5), "one")],
+    "free_points, held, groups, device",
+    [
+        (True, None, "one", "cpu"),
+        (True, (0, 5), "one", "cpu"),
+        (False, None, "per-view", "cpu"),
+        (False, (0, 5), "one", "cpu"),
+        pytest.param(True, None, "one", "cuda", marks=GPU),
+        pytest.param(False, (0, 5), "one", "cuda", marks=GPU),
+    ],
 )
-def test_torch_solve_reaches_the_ceres_minimum(free_points, held, groups) -> None:
+def test_torch_solve_reaches_the_ceres_minimum(free_points, held, groups, device) -> None:
     """Free or constant points, no / two held poses, one or eight focals: the same cameras and focals as Ceres
     (to ~1e-6 after both results are moved onto the input frame), and a lower cost than the start."""
     arguments, truth = _problem(seed=3)
@@ -56,12 +67,12 @@ def test_torch_solve_reaches_the_ceres_minimum(free_points, held, groups) -> Non
     constant = None if held is None else np.isin(np.arange(views), held)
     camera_groups = np.zeros(views, dtype=int) if groups == "one" else None
     results = {}
-    for device in (None, "cpu"):
+    for solver in (None, device):
         options = BundleOptions(
-            refine_points=free_points, camera_groups=camera_groups, constant_poses=constant, device=device
+            refine_points=free_points, camera_groups=camera_groups, constant_poses=constant, device=solver
         )
-        results[device] = bundle_adjust(*arguments, options)
-    ceres, ours = results[None], results["cpu"]
+        results[solver] = bundle_adjust(*arguments, options)
+    ceres, ours = results[None], results[device]
     assert ceres.reports[0].startswith("Ceres") and ours.reports[0].startswith("Torch LM")
     assert np.abs(ours.cam_to_world - ceres.cam_to_world).max() < 1e-6
     assert np.abs(ours.intrinsics / ceres.intrinsics - 1).max() < 1e-6
@@ -82,8 +93,6 @@ def test_solver_choice_follows_the_device() -> None:
 def test_normal_equations_match_autograd() -> None:
     """The hand-written Jacobians: the gradient and Gauss-Newton blocks equal those of torch's autograd through
     the same step parameterisation (left rotation update, translation, focal, points)."""
-    import torch
-
     from fast3r_ns import bundle_torch as bt
 
     arguments, _ = _problem(seed=5, views=4, tracks=40)
