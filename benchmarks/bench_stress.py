@@ -14,6 +14,7 @@ time ratio and its own errors.
     PYTHONPATH=. python benchmarks/bench_stress.py                       # every scene, level and seed
     PYTHONPATH=. python benchmarks/bench_stress.py --scenes room --levels 0.2 0.6 --seeds 11
     PYTHONPATH=. python benchmarks/bench_stress.py --quick               # smoke run: 8 views of room, 256x192
+    PYTHONPATH=. python benchmarks/bench_stress.py --scenes room_natural --image-scale 4 --supersample 1   # 1024x768
     PYTHONPATH=. python benchmarks/bench_stress.py --table benchmarks/results/stress_cpu.jsonl   # markdown table
 
 One JSON line per scene / level / seed / method ("fast3r", "fast3r_refined") and one per scene for "colmap", in
@@ -52,12 +53,21 @@ SEEDS = (11, 23, 37)
 QUICK = {"scenes": ["room"], "levels": [0.2], "seeds": [11], "views": 8, "size": 256, "supersample": 1}
 
 
-def scene_views(name: str, views: int | None) -> splat_scene.TexturedScene:
+def scene_views(name: str, views: int | None, image_scale: int = 1) -> splat_scene.TexturedScene:
     """The scene in the order process() sees its images (train, then held out); ``views``: its first N cameras
-    along the trajectory only (a small, connected subset)."""
+    along the trajectory only (a small, connected subset); ``image_scale``: images that many times wider and
+    higher (the same cameras, intrinsics scaled)."""
     scene = splat_scene.make(name)
     if views:
         scene = scene.reordered(list(range(min(views, len(scene.cameras)))))
+    if image_scale != 1:
+        cameras = [
+            dataclasses.replace(
+                c, width=c.width * image_scale, height=c.height * image_scale, intrinsics=c.intrinsics * image_scale
+            )
+            for c in scene.cameras
+        ]
+        scene = dataclasses.replace(scene, cameras=cameras)
     return scene.reordered(scene.process_order())
 
 
@@ -122,7 +132,7 @@ def colmap_baseline(
 
 
 def run_scene(name: str, args: argparse.Namespace, out: Path) -> None:
-    scene = scene_views(name, args.views)
+    scene = scene_views(name, args.views, args.image_scale)
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
@@ -139,6 +149,7 @@ def run_scene(name: str, args: argparse.Namespace, out: Path) -> None:
             "views": len(paths),
             "height": height,
             "width": width,
+            "image_scale": args.image_scale,
             "dtype": "fp32",
         }
         _warm_up(scene, images)
@@ -253,6 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--views", type=int, help="only the first N cameras of each scene's trajectory")
     parser.add_argument("--size", type=int, default=512, help="network input size (load_images), default 512")
     parser.add_argument("--supersample", type=int, default=2, help="rays per pixel per axis when rendering")
+    parser.add_argument(
+        "--image-scale",
+        type=int,
+        default=1,
+        help="render the images N times wider and higher (256x192 by default; the network still sees --size): COLMAP "
+        "then reads captures of a realistic size, as it would a camera's photos",
+    )
     parser.add_argument("--no-colmap", action="store_true", help="skip the pycolmap baseline")
     parser.add_argument(
         "--colmap-max-seconds",
