@@ -3,10 +3,9 @@
 Cameras, points and observations go into a ``pycolmap.Reconstruction`` (one camera per image, or one per group of
 images sharing a focal), pycolmap's Ceres bundle adjustment (or ``bundle_torch`` on a torch device, the same cost)
 refines poses, focal lengths (optionally principal points and one radial distortion coefficient) and points under a
-robust loss, observations with a large
-reprojection error are removed and the problem is solved again. The result is moved back onto the input's world
-frame (the similarity that maps the refined track points onto their initial positions), so the pointmaps' dense
-cloud stays valid.
+robust loss, observations with a large reprojection error are removed and the problem is solved again. The result
+is moved back onto the input's world frame (the similarity that maps the refined track points onto their initial
+positions), so the pointmaps' dense cloud stays valid.
 Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV axes, camera-to-world poses).
 """
 
