@@ -253,15 +253,37 @@ def correction_inliers(
     if len(pixels) < 6:
         return inlier
     design = np.concatenate([pixels, np.ones((len(pixels), 1))], axis=1)
-    distance = np.linalg.norm(correction - np.median(correction, axis=0), axis=-1)
+    distance = _length(correction - _median(correction))
     for _ in range(iterations):
-        gate = max(min_gate, spread * float(np.median(distance[inlier])))
+        gate = max(min_gate, spread * float(_median(distance[inlier])))
         inlier = distance <= gate
         if inlier.sum() < 6:
             break
-        model = np.linalg.lstsq(design[inlier], correction[inlier], rcond=None)[0]
-        distance = np.linalg.norm(correction - design @ model, axis=-1)
-    return distance <= max(min_gate, spread * float(np.median(distance[inlier])))
+        model = _affine_fit(design[inlier], correction[inlier])
+        distance = _length(correction - design @ model)
+    return distance <= max(min_gate, spread * float(_median(distance[inlier])))
+
+
+def _length(vectors: np.ndarray) -> np.ndarray:
+    """[N] lengths of [N, 2] vectors."""
+    return np.hypot(vectors[:, 0], vectors[:, 1])
+
+
+def _median(values: np.ndarray) -> np.ndarray:
+    """``np.median`` along the first axis of finite values, without its NaN checks (called per pair and round)."""
+    count = len(values)
+    half = count // 2
+    part = np.partition(values, [half - 1, half] if count % 2 == 0 else half, axis=0)
+    return part[half] if count % 2 else 0.5 * (part[half - 1] + part[half])
+
+
+def _affine_fit(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[3, 2] least-squares A of target ~ design A (design [N, 3] of x, y, 1) by the normal equations (pixel
+    coordinates keep them well conditioned); ``np.linalg.lstsq`` when they are singular."""
+    try:
+        return np.linalg.solve(design.T @ design, design.T @ target)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(design, target, rcond=None)[0]
 
 
 def view_anchors(

@@ -235,9 +235,9 @@ def tracks_from_matches(
 
 def merge_consistent(first: np.ndarray, second: np.ndarray, node_view: np.ndarray) -> np.ndarray:
     """Greedy union-find over matches (best first): two tracks merge only when they share no view, so a track
-    never holds two pixels of one image. Returns [N] track label per node, -1 for nodes in no match."""
-    parent: dict[int, int] = {}
-    views: dict[int, set[int]] = {}
+    never holds two pixels of one image. Returns [N] track label per node (its root), -1 for nodes in no match."""
+    parent = list(range(len(node_view)))
+    views = [1 << view for view in node_view.tolist()]  # the views of each root's track, as a bit set
 
     def find(node: int) -> int:
         root = node
@@ -247,23 +247,23 @@ def merge_consistent(first: np.ndarray, second: np.ndarray, node_view: np.ndarra
             parent[node], node = root, parent[node]
         return root
 
-    node_view_list = node_view.tolist()
     for a, b in zip(first.tolist(), second.tolist()):
-        for node in (a, b):
-            if node not in parent:
-                parent[node] = node
-                views[node] = {node_view_list[node]}
         root_a, root_b = find(a), find(b)
-        if root_a == root_b or not views[root_a].isdisjoint(views[root_b]):
+        if root_a == root_b or views[root_a] & views[root_b]:
             continue
-        if len(views[root_a]) < len(views[root_b]):
+        if views[root_a].bit_count() < views[root_b].bit_count():
             root_a, root_b = root_b, root_a
         parent[root_b] = root_a
-        views[root_a] |= views.pop(root_b)
-    label = np.full(len(node_view), -1, dtype=np.int64)
-    for node in parent:
-        label[node] = find(node)
-    return label
+        views[root_a] |= views[root_b]
+    label = np.asarray(parent, dtype=np.int64)
+    while True:  # every node to its root
+        up = label[label]
+        if np.array_equal(up, label):
+            break
+        label = up
+    matched = np.zeros(len(node_view), dtype=bool)
+    matched[first] = matched[second] = True
+    return np.where(matched, label, -1)
 
 
 def subpixel_observations(
