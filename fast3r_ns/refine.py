@@ -64,7 +64,8 @@ class BundleOptions:
     device: str | None = None
     """Solve on this torch device with ``bundle_torch`` (Levenberg-Marquardt, Schur complement) instead of
     pycolmap's Ceres; only without distortion and principal points (the other options are honoured; pycolmap
-    still holds the model and removes the outliers). None: Ceres. Default is None."""
+    still holds the model and removes the outliers). Out of device memory, Ceres solves instead (``reports`` say
+    which solved). None: Ceres. Default is None."""
 
 
 @dataclass
@@ -236,10 +237,16 @@ def bundle_adjust(
         else:
             for point_id in model.point3D_ids():
                 config.add_constant_point(point_id)
+        report = None
         if on_device:
-            reports.append(_solve_on_device(model, options, ba_options, image_rows, rows_of, point_ids, group))
-        else:
-            reports.append(pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve().brief_report())
+            try:
+                report = _solve_on_device(model, options, ba_options, image_rows, rows_of, point_ids, group)
+            except torch.OutOfMemoryError:  # the model is written only after a solve: Ceres takes over unchanged
+                on_device = False
+                torch.cuda.empty_cache()
+        if report is None:
+            report = pycolmap.create_default_bundle_adjuster(ba_options, config, model).solve().brief_report()
+        reports.append(report)
         ba_options.ceres.solver_options.function_tolerance = options.function_tolerance  # the re-solves
         if options.adaptive_spread > 0:
             spread = options.adaptive_spread * _median_reprojection_error(

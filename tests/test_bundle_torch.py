@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,21 @@ def test_normal_equations_match_autograd() -> None:
     torch.testing.assert_close(system.point_gradient.reshape(-1), point_gradient)
     blocks = (jac_point.T @ (weight[:, None] * jac_point)).reshape(len(points), 3, len(points), 3)
     torch.testing.assert_close(system.point_hessian, torch.stack([blocks[t, :, t] for t in range(len(points))]))
+
+
+def test_out_of_device_memory_falls_back_to_ceres(monkeypatch) -> None:
+    """A torch solve that runs out of memory leaves the model as it was and Ceres solves it: the result is Ceres'."""
+    from fast3r_ns import bundle_torch
+
+    arguments, _ = _problem(seed=3)
+    options = BundleOptions(refine_points=True, camera_groups=np.zeros(len(arguments[2]), dtype=int))
+    ceres = bundle_adjust(*arguments, options)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(bundle_torch, "solve", out_of_memory)
+    fallback = bundle_adjust(*arguments, replace(options, device="cpu"))
+    assert all(report.startswith("Ceres") for report in fallback.reports)
+    np.testing.assert_array_equal(fallback.cam_to_world, ceres.cam_to_world)
+    np.testing.assert_array_equal(fallback.intrinsics, ceres.intrinsics)
