@@ -284,6 +284,8 @@ def bundle_adjust(
         "observations_kept": float(observation_ok.sum()),
         "filter_threshold_px": thresholds[-1] if thresholds else float("nan"),
         "solver_iterations": float(sum(_iterations(report) for report in reports)),
+        "torch_solves": float(sum(report.startswith("Torch") for report in reports)),
+        "solves": float(len(reports)),
     }
     return BundleResult(
         refined_intrinsics, distortion, refined_cam_to_world, refined_points, observation_ok, stats, reports

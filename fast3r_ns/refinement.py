@@ -117,7 +117,8 @@ def refine_cameras(
             progress(
                 f"refine: flow round {index + 1}: {int(stats['observations_kept']):,} observations, flow "
                 f"{stats['tracks_seconds']:.1f} s, adjustment {stats['setup_seconds'] + stats['solve_seconds']:.1f} s "
-                f"({int(stats['solver_iterations'])} iterations), largest turn {np.nanmax(turned):.3f} deg, "
+                f"({int(stats['solver_iterations'])} iterations, {_solver_name(stats)}), largest turn "
+                f"{np.nanmax(turned):.3f} deg, "
                 f"{flow_views.flows.reused} pairs kept their flows"
             )
         if index > 0 and rounds[-1]["max_free_rotation_change_deg"] > rounds[-2]["max_rotation_change_deg"]:
@@ -197,6 +198,12 @@ def _with_motion(
         "unfixed_views": float(len(result.unfixed)),
     }
     return result
+
+
+def _solver_name(stats: dict[str, float]) -> str:
+    """Who solved an adjustment (``refine.bundle_adjust``'s stats): "torch", "Ceres" or "torch + Ceres"."""
+    torch_solves, solves = stats.get("torch_solves", 0.0), stats.get("solves", 0.0)
+    return "torch" if torch_solves == solves > 0 else "Ceres" if torch_solves == 0 else "torch + Ceres"
 
 
 def _solver_device(solver: str, device: str | None) -> str | None:

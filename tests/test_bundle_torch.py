@@ -149,3 +149,13 @@ def test_out_of_device_memory_falls_back_to_ceres(monkeypatch) -> None:
     assert all(report.startswith("Ceres") for report in fallback.reports)
     np.testing.assert_array_equal(fallback.cam_to_world, ceres.cam_to_world)
     np.testing.assert_array_equal(fallback.intrinsics, ceres.intrinsics)
+
+
+def test_the_stats_say_who_solved() -> None:
+    from fast3r_ns.refinement import _solver_name
+
+    arguments, _ = _problem(seed=3)
+    for device, name in ((None, "Ceres"), ("cpu", "torch")):
+        stats = bundle_adjust(*arguments, BundleOptions(device=device)).stats
+        assert stats["solves"] == 2 and _solver_name(stats) == name
+    assert _solver_name({"torch_solves": 1.0, "solves": 2.0}) == "torch + Ceres"
