@@ -12,7 +12,7 @@ Conventions: ``fast3r_ns.geometry.conventions`` (original-image pixels, OpenCV a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -120,12 +120,12 @@ def _gauge(problem: Problem) -> tuple[Problem, tuple[int, int] | None]:
         constant[free[0]] = True
         free = free[1:]
     if not len(free):
-        return Problem(**{**problem.__dict__, "constant_pose": constant}), None
+        return replace(problem, constant_pose=constant), None
     anchor = int(torch.nonzero(constant).flatten()[0])
     other = int(free[0])
     rotation, translation = problem.world_to_cam[:, :, :3], problem.world_to_cam[:, :, 3]
     offset = translation[other] - rotation[other] @ rotation[anchor].T @ translation[anchor]
-    return Problem(**{**problem.__dict__, "constant_pose": constant}), (other, int(offset.abs().argmax()))
+    return replace(problem, constant_pose=constant), (other, int(offset.abs().argmax()))
 
 
 def _residuals(problem: Problem, world_to_cam, focal, points):
@@ -135,6 +135,14 @@ def _residuals(problem: Problem, world_to_cam, focal, points):
     normalized = camera[:, :2] / camera[:, 2:3]
     projected = focal[problem.group[problem.view]][:, None] * normalized + problem.principal[problem.view]
     return projected - problem.pixel, camera
+
+
+def _add_blocks(rows: torch.Tensor, columns: torch.Tensor, blocks: torch.Tensor, size: int) -> torch.Tensor:
+    """[size, size] sum of the blocks [N, r, c] at their rows [N, r] and columns [N, c] of the reduced system;
+    entries in row or column ``size`` (held unknowns) are dropped."""
+    total = torch.zeros((size + 1) * (size + 1), dtype=blocks.dtype, device=blocks.device)
+    total.index_add_(0, (rows[:, :, None] * (size + 1) + columns[:, None, :]).reshape(-1), blocks.reshape(-1))
+    return total.reshape(size + 1, size + 1)[:size, :size]
 
 
 def _cost(residual: torch.Tensor, scale: float) -> float:
@@ -175,13 +183,9 @@ def _linearise(problem: Problem, layout: _Layout, world_to_cam, focal, residual,
     jac_camera = torch.cat([d_camera @ -_skew(rotated), d_camera, normalized[:, :, None]], dim=2)
     weight = 1.0 / (1.0 + residual.square().sum(-1) / loss_scale**2)
     weighted = jac_camera.transpose(1, 2) * weight[:, None, None]  # [O, 7, 2]
-    hessian = torch.zeros((size + 1) * (size + 1), dtype=dtype, device=device)
-    hessian.index_add_(
-        0, (columns[:, :, None] * (size + 1) + columns[:, None, :]).reshape(-1), (weighted @ jac_camera).reshape(-1)
-    )
+    hessian = _add_blocks(columns, columns, weighted @ jac_camera, size)
     gradient = torch.zeros(size + 1, dtype=dtype, device=device)
     gradient.index_add_(0, columns.reshape(-1), (weighted @ residual[:, :, None]).reshape(-1))
-    hessian = hessian.reshape(size + 1, size + 1)[:size, :size]
     if not problem.refine_points:
         return _Linearised(hessian, gradient[:size], None, None, None)
     count = len(problem.points)
@@ -206,13 +210,10 @@ def _step(problem: Problem, layout: _Layout, system: _Linearised, damping: float
         point_diagonal = system.point_hessian.diagonal(dim1=1, dim2=2).clamp(1e-6, 1e32)
         inverse = torch.linalg.inv(system.point_hessian + torch.diag_embed(damping * point_diagonal))
         solved = system.coupling @ inverse[problem.track]  # [O, 7, 3] W V^-1 of each observation
-        reduced = torch.zeros((size + 1) * (size + 1), dtype=dtype, device=device)
         first, second = pairs
         for start in range(0, len(first), _PAIR_CHUNK):
             a, b = first[start : start + _PAIR_CHUNK], second[start : start + _PAIR_CHUNK]
-            index = (columns[a][:, :, None] * (size + 1) + columns[b][:, None, :]).reshape(-1)
-            reduced.index_add_(0, index, (solved[a] @ system.coupling[b].transpose(1, 2)).reshape(-1))
-        damped = damped - reduced.reshape(size + 1, size + 1)[:size, :size]
+            damped = damped - _add_blocks(columns[a], columns[b], solved[a] @ system.coupling[b].transpose(1, 2), size)
         back = torch.zeros(size + 1, dtype=dtype, device=device)
         back.index_add_(0, columns.reshape(-1), (solved @ system.point_gradient[problem.track][:, :, None]).reshape(-1))
         rhs = rhs + back[:size]
@@ -266,8 +267,8 @@ def solve(
         if step is not None:
             camera_step, point_step, predicted = step
             moved = torch.cat([camera_step] + ([point_step.reshape(-1)] if point_step is not None else [])).norm()
-            size = torch.cat([world_to_cam.reshape(-1), focal, points.reshape(-1)]).norm()
-            if float(moved) <= parameter_tolerance * (float(size) + parameter_tolerance):
+            magnitude = torch.cat([world_to_cam.reshape(-1), focal, points.reshape(-1)]).norm()
+            if float(moved) <= parameter_tolerance * (float(magnitude) + parameter_tolerance):
                 break
             candidate = _apply(world_to_cam, focal, camera_step, layout) + (
                 points if point_step is None else points + point_step,

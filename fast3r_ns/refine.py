@@ -303,6 +303,8 @@ def _solve_on_device(
 ) -> str:
     """One solve of the observations still in ``model`` with ``bundle_torch`` on ``options.device``; the result
     is written back into ``model``. Returns the solver's brief report."""
+    import pycolmap
+
     from . import bundle_torch
 
     count = len(image_rows)
@@ -347,18 +349,11 @@ def _solve_on_device(
         camera = model.camera(index + 1)
         camera.params = [float(focal[index])] + list(camera.params[1:])
     for index in np.flatnonzero(~constant):
-        model.frame(model.image(int(index) + 1).frame_id).rig_from_world = pycolmap_rigid(poses[index])
+        model.frame(model.image(int(index) + 1).frame_id).rig_from_world = pycolmap.Rigid3d(poses[index])
     if options.refine_points:
         for point_id, point in zip(point_ids[live].tolist(), solution.points.cpu().numpy()):
             model.point3D(point_id).xyz = point
     return solution.brief_report()
-
-
-def pycolmap_rigid(world_to_cam: np.ndarray):
-    """``pycolmap.Rigid3d`` of a [3, 4] world-to-camera matrix."""
-    import pycolmap
-
-    return pycolmap.Rigid3d(np.ascontiguousarray(world_to_cam, dtype=np.float64))
 
 
 def _iterations(report: str) -> int:

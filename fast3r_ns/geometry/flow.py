@@ -104,6 +104,15 @@ def _centres(height: int, width: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> np.ndarray:
+    """[H, W, 2] float32 integer pixel coordinates (x, y), as ``cv2.remap`` reads them, read-only."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.stack([xs, ys], axis=-1)
+    out.flags.writeable = False
+    return out
+
+
 def _projected(points: np.ndarray, world_to_cam: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """[N, 2] float32 pixels of world points [N, 3] in a camera (NaN behind it)."""
     if not len(points):
@@ -175,14 +184,6 @@ class PairFlow:
         self.dis = cv2.DISOpticalFlow_create(presets[options.preset])
         self.dis.setUseSpatialPropagation(True)
         self.options = options
-        self._grids: dict[tuple[int, int], np.ndarray] = {}
-
-    def _grid(self, height: int, width: int) -> np.ndarray:
-        """[H, W, 2] float32 pixel coordinates (x, y), kept per size."""
-        if (height, width) not in self._grids:
-            xy = np.meshgrid(np.arange(width), np.arange(height))
-            self._grids[(height, width)] = np.stack(xy, axis=-1).astype(np.float32)
-        return self._grids[(height, width)]
 
     def flow(self, first: np.ndarray, second: np.ndarray, initial: np.ndarray) -> np.ndarray:
         """[H, W, 2] flow first -> second (uint8 greys [H, W]) around ``initial`` (NaN holes allowed): ``second``
@@ -190,7 +191,7 @@ class PairFlow:
         r(p) + prediction(p + r(p)) (the warp absorbs the perspective that DIS's translating patches miss)."""
         cv2 = _cv2()
         smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
-        grid = self._grid(*first.shape)
+        grid = _grid(*first.shape)
         warped = cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         residual = self.dis.calc(first, warped, None)
         return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
