@@ -44,7 +44,8 @@ from fast3r_ns.point_cloud import fuse_dense  # noqa: E402
 
 
 def surface_distance(scene, cam_to_world: np.ndarray):
-    """A function scoring points [N, 3] of the reconstruction's frame: distances to the true surface / diagonal."""
+    """A function scoring points [N, 3] of the reconstruction's frame: (their distances to the true surface, the
+    distances of a sample of the true surface to them), over the diagonal."""
     from scipy.spatial import cKDTree
 
     truth = np.concatenate(
@@ -56,7 +57,13 @@ def surface_distance(scene, cam_to_world: np.ndarray):
     scale, rotation, shift = (
         t.numpy() for t in umeyama(torch.from_numpy(cam_to_world[:, :3, 3]), torch.from_numpy(true_centers))
     )
-    return lambda points: tree.query(float(scale) * points @ rotation.T + shift)[0] / diagonal
+    sample = truth[np.random.default_rng(0).choice(len(truth), min(len(truth), 200_000), replace=False)]
+
+    def score(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        aligned = float(scale) * points @ rotation.T + shift
+        return tree.query(aligned)[0] / diagonal, cKDTree(aligned).query(sample)[0] / diagonal
+
+    return score
 
 
 def run(name: str, level: str, seed: int) -> list[dict]:
@@ -110,12 +117,16 @@ def run(name: str, level: str, seed: int) -> list[dict]:
     return records
 
 
-def _record(base: dict, variant: str, distance: np.ndarray, seconds: float | None, stats: dict) -> dict:
+def _record(base: dict, variant: str, scores, seconds: float | None, stats: dict) -> dict:
+    distance, uncovered = scores
     return base | {
         "variant": variant,
         "points": int(len(distance)),
         "surface_distance_rel_median": float(np.median(distance)),
         "surface_distance_rel_p90": float(np.quantile(distance, 0.9)),
+        # share of the true surface (every view's pixels) with no point within 0.5 % / 1 % of the diagonal
+        "uncovered_0.005": float(np.mean(uncovered > 0.005)),
+        "uncovered_0.01": float(np.mean(uncovered > 0.01)),
         "seconds": seconds,
         "tolerance": stats.get("fusion_tolerance"),
         "triangulated": stats.get("fusion_triangulated"),
@@ -136,7 +147,8 @@ def main() -> None:
                     append(Path(args.out), record)
                     print(
                         f"{name} {level} s{seed} {record['variant']}: {record['points']} points, median "
-                        f"{record['surface_distance_rel_median']:.5f}, p90 {record['surface_distance_rel_p90']:.5f}"
+                        f"{record['surface_distance_rel_median']:.5f}, p90 {record['surface_distance_rel_p90']:.5f}, "
+                        f"uncovered {record['uncovered_0.005']:.4f} / {record['uncovered_0.01']:.4f}"
                     )
 
 

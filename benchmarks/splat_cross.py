@@ -9,6 +9,10 @@ sparse_pc.ply and, for the variant, its COLMAP model), writes slim datasets into
     <variant>__true_points   its cameras + the true points, mapped into its frame
     <variant>__true_cameras  the true cameras + its cloud, mapped into the true frame
     <variant>__tracks_only   its cameras + only the multi-view track points of its COLMAP model
+    <variant>__snapped       the true cameras + its cloud with every point moved onto the nearest true surface
+                             point (``--snap SCENE``: a sample of the true surface at twice the pixel density):
+                             its coverage, density and colours with exact positions
+    <variant>__snapped_true_colors  the same with the true colour of each snapped point (``--snap``)
 
 The frames differ by a similarity (the pipeline's world is view 0's camera at its own scale): the one taking the
 variant's camera centres onto the true ones (Umeyama), applied in transforms.json's (nerfstudio) frame.
@@ -67,12 +71,35 @@ def write_variant(
         (into / "images").symlink_to("../gt/images")
 
 
+def _true_surface(scene_name: str):
+    """(cKDTree, points [N, 3], colours [N, 3] uint8) of the scene's true surface seen by its views at twice the
+    pixel density, in transforms.json's (nerfstudio) frame as the gt dataset's points; colours as the view that
+    sampled the point sees it (without antialiasing)."""
+    from scipy.spatial import cKDTree
+
+    from benchmarks import splat_scene
+    from fast3r_ns.geometry.conventions import pixel_centers
+
+    scene = splat_scene.make(scene_name)
+    samples, colors = [], []
+    for view, camera in enumerate(scene.cameras):
+        xy = pixel_centers(2 * camera.height, 2 * camera.width).reshape(-1, 2) / 2.0
+        _, world, obj = scene.cast_pixels(view, xy)
+        hit = np.isfinite(world).all(-1)
+        samples.append(world[hit])
+        colors.append(np.round(255 * scene.texture(world[hit], obj[hit], camera.cam_to_world[:3, 3])).astype(np.uint8))
+    points = nerfstudio_points(np.concatenate(samples).astype(np.float32)).astype(np.float64)
+    return cKDTree(points), points, np.concatenate(colors)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scene", type=Path, help="full scene folder of bench_splat.py prepare")
     parser.add_argument("--variant", action="append", required=True, help="variant to cross (repeatable)")
     parser.add_argument("--into", type=Path, required=True)
+    parser.add_argument("--snap", help="scene name (splat_scene.SCENES): also write <variant>__snapped")
     args = parser.parse_args()
+    surface = _true_surface(args.snap) if args.snap else None
     gt = args.scene / "gt"
     (args.into / "gt").mkdir(parents=True, exist_ok=True)
     if not (args.into / "gt" / "images").exists():
@@ -115,6 +142,24 @@ def main() -> None:
             transforms_from=gt,
             meta=true_errors | {"variant": f"{variant}__true_cameras", "cross": f"true cameras, cloud of {variant}"},
         )
+        if surface is not None:
+            nearest = surface[0].query(scale * points @ rotation.T + shift)[1]
+            for suffix, point_colors, what in (
+                ("snapped", colors, ""),
+                ("snapped_true_colors", surface[2][nearest], ", true colours there"),
+            ):
+                write_variant(
+                    source,
+                    args.into / f"{variant}__{suffix}",
+                    surface[1][nearest],
+                    point_colors,
+                    transforms_from=gt,
+                    meta=true_errors
+                    | {
+                        "variant": f"{variant}__{suffix}",
+                        "cross": f"true cameras, cloud of {variant} snapped to the surface{what}",
+                    },
+                )
         model = source / "colmap" / "sparse" / "0"
         if model.is_dir():
             import pycolmap

@@ -2,10 +2,12 @@
 
 Each view's depth map (network pixels) is back-projected with its camera. A pixel's point is projected into each
 neighbouring view; where that view's own depth there agrees within a relative ``tolerance``, the neighbour
-confirms it and contributes its point (on its own ray through the projection, at its own depth). A pixel confirmed
-by at least ``min_views`` neighbours is kept at the mean of its point and the confirming ones: errors that the views
-do not share (each view's misplacement, depth noise, flying pixels, outliers) are removed or averaged down; what
-they share (a common bias of the depth maps) stays.
+confirms it and contributes its point (on its own ray through the projection, at its own depth); where it is
+nearer than the point by a little, or farther (it sees through the point), it disagrees; much nearer, another
+surface hides the point from it and it says nothing. A pixel is kept, at the mean of its point and the confirming
+ones, when ``min_views`` neighbours confirm it, or all that see it and at least one: errors that the views do not
+share (each view's misplacement, depth noise, flying pixels, outliers) are removed or averaged down, surfaces that
+few views see keep their points; what the views share (a common bias of the depth maps) stays.
 
 With the flows of the refinement (``triangulated_depths``), each view's depth comes from the data first: every
 flow target of a pixel in a neighbour is triangulated with the two refined cameras (midpoint of the two rays), and
@@ -30,10 +32,16 @@ class FusionOptions:
     """Relative depth difference below which a neighbour confirms a pixel; None: 3x the median relative
     difference of the pixels that land in a neighbour (within 20 %), clamped to [0.003, 0.1]."""
     min_views: int = 2
-    """Neighbours that must confirm a pixel for it to stay (all of them when a view has fewer). Cloud to the true
-    surface, median / p90 of the diagonal, room_natural at 0.2 and 1.2 deg (``benchmarks/bench_fusion.py``,
-    ``fusion_cpu.jsonl``): 1: 0.00144 / 0.0060 and 0.0032 / 0.0136; 2: 0.00138 / 0.0056 and 0.0029 / 0.0121,
-    keeping 85-88 % of the points; 3: 0.00127 / 0.0050 and 0.0026 / 0.0104, keeping 65-72 %."""
+    """Neighbours that must confirm a pixel for it to stay where that many see it (else all that see it, at least
+    one; ``occlusion_margin``). Default triangulated fusion, room_natural 0.2 / 1.2 deg (``bench_fusion.py``,
+    ``fusion_cpu.jsonl``: distance to the true surface median / p90 of the diagonal; true surface farther than 0.5 %
+    of it from any point): 1: 0.00052 / 0.0018, 5.3 % and 0.0011 / 0.0046, 7.1 % uncovered; 2: 0.00049 / 0.0016,
+    5.7 % and 0.0010 / 0.0037, 7.9 %; 3: 0.00047 / 0.0015, 5.9 % and 0.00095 / 0.0034, 8.2 %."""
+
+    occlusion_margin: float = 3.0
+    """A neighbour whose depth at a pixel's point is smaller by more than this many tolerances sees another
+    surface in front of it: it neither confirms nor counts against the pixel (so surfaces that few views see keep
+    their points). Default is 3.0."""
 
     min_parallax_deg: float = 2.0
     """Smallest angle between the two rays of a triangulated flow match (``triangulated_depths``); flatter ones
@@ -47,6 +55,8 @@ class FusionOptions:
             raise ValueError("FusionOptions.min_parallax_deg must be >= 0 and triangulation_spread > 0")
         if self.tolerance is not None and not 0 < self.tolerance < 1:
             raise ValueError(f"FusionOptions.tolerance must be in (0, 1), got {self.tolerance}")
+        if self.occlusion_margin < 1:
+            raise ValueError(f"FusionOptions.occlusion_margin must be >= 1, got {self.occlusion_margin}")
         if self.min_views < 1:
             raise ValueError(f"FusionOptions.min_views must be >= 1, got {self.min_views}")
 
@@ -128,12 +138,17 @@ def fuse_depths(
     for view, index in enumerate(valid):
         own = views.points(view, index)
         total, count = own.clone(), torch.zeros(len(index), dtype=torch.int64, device=own.device)
+        disagree = torch.zeros_like(count)
         for other in neighbours[view]:
-            difference, point, _ = views.look_up(other, own)
+            difference, point, landed = views.look_up(other, own)
             agree = difference.abs() <= tolerance
             total += torch.where(agree[:, None], point, torch.zeros_like(point))
             count += agree.long()
-        keep = count >= max(1, min(options.min_views, len(neighbours[view])))  # fewer neighbours: all of them
+            # the neighbour sees the pixel's surface and disagrees (it sees through the point, or a little in
+            # front of it); far in front is another surface occluding it, which says nothing
+            disagree += (landed & ~agree & (difference >= -options.occlusion_margin * tolerance)).long()
+        # min_views confirmations where that many neighbours see the pixel, else all that see it, at least one
+        keep = (count >= 1) & (count >= torch.clamp(count + disagree, max=options.min_views))
         mean = total[keep] / (1 + count[keep, None]).to(total.dtype)
         fused.append(FusedView(mean.float(), index[keep], count[keep]))
     return fused, tolerance
