@@ -45,6 +45,10 @@ class FlowOptions:
     min_gradient: float = 8.0
     """Smallest mean grey gradient magnitude (0-255 scale, 3x3 Sobel over a 5x5 box) at a kept pixel. Default is
     8.0."""
+    sparse_view_share: float = 0.0
+    """A view whose confident grid pixels reach ``min_gradient`` at fewer than this share of them takes its anchors
+    at ``min_dense_gradient`` instead (0 disables). 0.25 fixed room_natural's held low-texture view (6x: rotation
+    max 1.53 -> 0.08 deg) but made room 6x seed 23 worse (0.17 -> 0.32; docs/refine.md). Default is 0.0."""
     min_dense_gradient: float = 2.0
     """The same for the dense targets kept for the fused cloud (``FlowCache.dense_budget``): flat areas, where DIS
     fills in a consistent but made-up flow, drop (98 % of the splat scenes' pixels stay, 38 % at 8). Default is
@@ -298,8 +302,10 @@ def view_anchors(
     stride = options.stride
     rows = np.arange(stride // 2, height, stride)
     cols = np.arange(stride // 2, width, stride)
-    valid = np.isfinite(points).all(-1) & texture_mask(grey, options.min_gradient)
-    grid_valid = valid[rows][:, cols]
+    finite = np.isfinite(points).all(-1)[rows][:, cols]
+    grid_valid = finite & texture_mask(grey, options.min_gradient)[rows][:, cols]
+    if grid_valid.sum() < options.sparse_view_share * finite.sum():
+        grid_valid = finite & texture_mask(grey, options.min_dense_gradient)[rows][:, cols]
     r, c = np.meshgrid(rows, cols, indexing="ij")
     r, c = r[grid_valid], c[grid_valid]
     pixels = np.stack([c + 0.5, r + 0.5], axis=-1).astype(np.float64)

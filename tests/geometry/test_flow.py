@@ -17,7 +17,15 @@ from bench_splat import NOISY, FastLikeOracle  # noqa: E402
 
 from fast3r_ns import PointOptions, ReconstructOptions, RefineOptions, reconstruct_from_predictions  # noqa: E402
 from fast3r_ns.geometry.conventions import intrinsics_to_network  # noqa: E402
-from fast3r_ns.geometry.flow import FlowCache, FlowOptions, flow_tracks, grey_image, link_nodes  # noqa: E402
+from fast3r_ns.geometry.flow import (  # noqa: E402
+    FlowCache,
+    FlowOptions,
+    flow_tracks,
+    grey_image,
+    link_nodes,
+    texture_mask,
+    view_anchors,
+)
 from fast3r_ns.io import load_images  # noqa: E402
 
 
@@ -129,7 +137,24 @@ def test_the_fused_cloud_from_triangulated_flow_is_closer_to_the_surface(tmp_pat
         options = ReconstructOptions(points=points, refine=RefineOptions(enabled=True), device="cpu")
         rec = reconstruct_from_predictions(images, predictions, options)
         dense = len(rec.points) - rec.tracks.num_tracks
-        distances[memory] = np.median(surface_distance(scene, rec.cam_to_world)(rec.points[:dense]))
+        distances[memory] = np.median(surface_distance(scene, rec.cam_to_world)(rec.points[:dense])[0])
         stats[memory] = rec.refine_stats["fusion_triangulated"]
     assert stats[0] == 0.0 and stats[256] > 0.2
     assert distances[256] < 0.6 * distances[0], distances
+
+
+def test_a_view_short_of_texture_takes_its_anchors_at_the_dense_floor() -> None:
+    rng = np.random.default_rng(0)
+    grey = np.full((64, 96), 128.0)
+    grey[:, :16] += 60 * rng.standard_normal((64, 16))  # a sixth of the view strongly textured
+    grey[:, 16:] += 5 * rng.standard_normal((64, 80))  # the rest faint: above the dense floor only
+    grey = np.clip(grey, 0, 255).astype(np.uint8)
+    assert texture_mask(grey, 8.0)[:, 24:].mean() < 0.05 < texture_mask(grey, 2.0)[:, 24:].mean()
+    points, confidence = np.ones((64, 96, 3)), np.ones((64, 96))
+    strict = view_anchors(points, confidence, grey, FlowOptions(stride=8))[0]
+    lenient = view_anchors(points, confidence, grey, FlowOptions(stride=8, sparse_view_share=0.25))[0]
+    assert 0 < len(strict) < 0.25 * 8 * 12 and np.all(strict[:, 0] < 24)
+    assert len(lenient) > 2 * len(strict)
+    # a view above the share keeps the strict floor
+    same = view_anchors(points, confidence, grey, FlowOptions(stride=8, sparse_view_share=0.1))[0]
+    assert np.array_equal(same, strict)
