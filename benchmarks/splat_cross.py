@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("scene", type=Path, help="full scene folder of bench_splat.py prepare")
     parser.add_argument("--variant", action="append", required=True, help="variant to cross (repeatable)")
     parser.add_argument("--into", type=Path, required=True)
-    parser.add_argument("--snap", help="scene name (splat_scene.SCENES): also write <variant>__snapped")
+    parser.add_argument("--snap", help="scene name (splat_scene.SCENES): also write <variant>__snapped[_true_colors]")
     args = parser.parse_args()
     surface = _true_surface(args.snap) if args.snap else None
     gt = args.scene / "gt"
@@ -126,6 +126,7 @@ def main() -> None:
             np.array([own[n][:3, 3] for n in names]), np.array([true_frames[n][:3, 3] for n in names])
         )
         points, colors = read_ply(source / "sparse_pc.ply")
+        in_true_frame = scale * points @ rotation.T + shift
         write_variant(source, args.into / variant, None, None)
         write_variant(
             source,
@@ -137,13 +138,13 @@ def main() -> None:
         write_variant(
             source,
             args.into / f"{variant}__true_cameras",
-            scale * points @ rotation.T + shift,
+            in_true_frame,
             colors,
             transforms_from=gt,
             meta=true_errors | {"variant": f"{variant}__true_cameras", "cross": f"true cameras, cloud of {variant}"},
         )
         if surface is not None:
-            nearest = surface[0].query(scale * points @ rotation.T + shift)[1]
+            nearest = surface[0].query(in_true_frame)[1]
             for suffix, point_colors, what in (
                 ("snapped", colors, ""),
                 ("snapped_true_colors", surface[2][nearest], ", true colours there"),
@@ -178,12 +179,12 @@ def main() -> None:
                     "cross": f"cameras of {variant}, its COLMAP track points only",
                 },
             )
-        dense = points[: len(points) - (len(xyz) if model.is_dir() else 0)]
-        aligned = scale * dense @ rotation.T + shift
+        dense = len(points) - (len(xyz) if model.is_dir() else 0)
         from scipy.spatial import cKDTree
 
-        dist = cKDTree(true_points).query(aligned)[0]
-        spacing = cKDTree(true_points).query(true_points, k=2)[0][:, 1]
+        true_tree = cKDTree(true_points)
+        dist = true_tree.query(in_true_frame[:dense])[0]
+        spacing = true_tree.query(true_points, k=2)[0][:, 1]
         print(
             f"{variant}: similarity scale {scale:.4f}; dense cloud to the true surface points: median "
             f"{np.median(dist):.4f}, p90 {np.quantile(dist, 0.9):.4f} (true points' spacing median "
