@@ -1,0 +1,131 @@
+"""Why a view is held: its flow pairs against the true flow, round by round (a diagnosis, prints only).
+
+Runs the refinement on one ``bench_splat.py poses`` case (oracle predictions cached in ``--cache``), keeps the
+cameras each flow round started from, then for every candidate pair of the given views recomputes that round's
+predicted flow (local depth placed with the round's cameras) and DIS flow and scores both against the true flow
+(the clean oracle's pointmap projected with the true cameras), in network pixels:
+
+    a->b: anchors N | prediction error median | DIS error median, share within 1 px |
+          roundtrip-consistent (of them within 1 px) | kept by the gates (of them within 1 px)
+
+    PYTHONPATH=. python benchmarks/held_view_flow.py room 2.0 11 --views 16 17 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import splat_scene
+from benchmarks.bench_splat import LEVELS, FastLikeOracle, level_noise
+from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions, refinement
+from fast3r_ns.cameras import network_intrinsics
+from fast3r_ns.geometry import flow
+from fast3r_ns.geometry.tracks import candidate_pairs
+from fast3r_ns.io.images import load_images
+from fast3r_ns.options import with_values
+from fast3r_ns.refine_rounds import depth_pointmap
+from fast3r_ns.testing.metrics import camera_errors
+from fast3r_ns.testing.oracle import OraclePredictor
+
+
+def _first(tensor: torch.Tensor) -> np.ndarray:
+    return (tensor[0] if tensor.dim() == 4 else tensor).float().numpy()
+
+
+def refined_rounds(prepared, predictions) -> tuple[list[tuple[np.ndarray, np.ndarray]], object]:
+    """The refined reconstruction and the (cam_to_world, intrinsics) each flow round started from."""
+    started, original = [], refinement._flow_tracks
+
+    def spy(images, predictions, cameras, options, *args, **kwargs):
+        started.append((cameras.cam_to_world.copy(), cameras.intrinsics.copy()))
+        return original(images, predictions, cameras, options, *args, **kwargs)
+
+    base = ReconstructOptions(points=PointOptions(max_points=20000, colors="network"), device="cpu")
+    refinement._flow_tracks = spy
+    try:
+        after = reconstruct_from_predictions(prepared, predictions, with_values(base, {"refine.enabled": True}))
+    finally:
+        refinement._flow_tracks = original
+    return started, after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scene", choices=splat_scene.SCENES)
+    parser.add_argument("level", help="a bench_splat.LEVELS key (1x, 3x, 6x) or degrees (2.0)")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--views", type=int, nargs="*", default=[], help="views to diagnose (default: the held ones)")
+    parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--cache", type=Path, default=Path(".out/posecache"))
+    args = parser.parse_args()
+
+    scene = splat_scene.make(args.scene)
+    ordered = scene.reordered(scene.process_order())
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = load_images(ordered.write_images(Path(tmp)), size=512)
+    cache = args.cache / f"{args.scene}_{args.level}_{args.seed}.pt"
+    if cache.is_file():
+        predictions = torch.load(cache)
+    else:
+        noise = LEVELS[args.level] if args.level in LEVELS else level_noise(float(args.level))
+        predictions = FastLikeOracle(ordered, prepared, seed=args.seed, **noise)([im.tensor for im in prepared])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(predictions, cache)
+    started, after = refined_rounds(prepared, predictions)
+    truth = ordered.cam_to_world_in_view0()
+    error = camera_errors(after.cam_to_world, truth, ordered.size)["rotation_err_deg"]
+    print(f"rotation max / median {error.max():.3f} / {np.median(error):.3f} deg; unfixed {after.refine_unfixed}")
+    views = args.views or sorted(after.refine_unfixed)
+    print("worst views: " + ", ".join(f"{v} {error[v]:.3f}" for v in np.argsort(-error)[:6]))
+
+    clean = OraclePredictor(ordered, prepared, normalize=False)([im.tensor for im in prepared])
+    true_maps = [_first(p["pts3d_in_other_view"]) for p in clean]
+    true_network = network_intrinsics(prepared, np.array([camera.intrinsics for camera in ordered.cameras]))
+    true_w2c = np.linalg.inv(truth)
+    options = flow.FlowOptions()
+    greys = [flow.grey_image(image.tensor) for image in prepared]
+    masks = flow.confidence_masks([p["conf"].reshape(p["conf"].shape[-2:]) for p in predictions], 10.0, 1.5)
+    pair_flow = flow.PairFlow(options)
+    for number in args.rounds:
+        cam_to_world, intrinsics = started[number - 1]
+        network, w2c = network_intrinsics(prepared, intrinsics), np.linalg.inv(cam_to_world)
+        maps = []
+        for view, prediction in enumerate(predictions):
+            world = _first(prediction["pts3d_in_other_view"]).copy()
+            world[~masks[view]] = np.nan
+            local = _first(prediction["pts3d_local"])
+            maps.append(depth_pointmap(local, world, network[view], cam_to_world[view]))
+        anchors = [flow.view_anchors(m, np.ones(m.shape[:2]), g, options) for m, g in zip(maps, greys)]
+        pairs = candidate_pairs(cam_to_world, [flow._Points(a[1]) for a in anchors], 10)
+        print(f"--- round {number}")
+        for view in views:
+            for i, j in pairs:
+                if view not in (i, j):
+                    continue
+                for a, b in ((i, j), (j, i)):
+                    pixels = anchors[a][0]
+                    predicted = flow.predicted_flow(maps[a], w2c[b], network[b])
+                    forward = pair_flow.flow(greys[a], greys[b], predicted)
+                    backward = pair_flow.flow(greys[b], greys[a], flow.predicted_flow(maps[b], w2c[a], network[a]))
+                    step, back = pair_flow.measure(forward, backward, pixels)
+                    guess = flow._at(predicted, pixels)
+                    true_step = flow._at(flow.predicted_flow(true_maps[a], true_w2c[b], true_network[b]), pixels)
+                    kept, _, _ = pair_flow.gate(pixels, step, back, guess)
+                    miss = np.linalg.norm(step - true_step, axis=-1)
+                    right = miss < 1.0
+                    consistent = np.linalg.norm(step + back, axis=-1) <= options.max_roundtrip
+                    off = np.nanmedian(np.linalg.norm(guess - true_step, axis=-1))
+                    print(
+                        f"{a:3d}->{b:3d}: anchors {len(pixels)} | prediction {off:6.1f} | DIS {np.nanmedian(miss):6.2f}"
+                        f" {right[np.isfinite(miss)].mean():.2f} | roundtrip {consistent.sum()} "
+                        f"({(consistent & right).sum()}) | kept {len(kept)} ({right[kept].sum()})"
+                    )
+
+
+if __name__ == "__main__":
+    main()
