@@ -3,7 +3,8 @@
 Runs the refinement on one ``bench_splat.py poses`` case (oracle predictions cached in ``--cache``), keeps the
 cameras each flow round started from, then for every candidate pair of the given views recomputes that round's
 predicted flow (local depth placed with the round's cameras) and DIS flow and scores both against the true flow
-(the clean oracle's pointmap projected with the true cameras), in network pixels:
+(the clean oracle's pointmap projected with the true cameras), in network pixels (``--window R``: also a patch
+correlation search within R px of the prediction, and each diagnosed view relocalised by PnP on those matches):
 
     a->b: anchors N | prediction error median | DIS error median, share within 1 px |
           roundtrip-consistent (of them within 1 px) | kept by the gates (of them within 1 px)
@@ -54,6 +55,77 @@ def refined_rounds(prepared, predictions) -> tuple[list[tuple[np.ndarray, np.nda
     return started, after
 
 
+def window_matches(
+    grey_a: np.ndarray, grey_b: np.ndarray, predicted: np.ndarray, pixels: np.ndarray, radius: int, half: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matches of A's ``pixels`` in B by normalised cross-correlation of a (2 half + 1)^2 patch of A searched within
+    ``radius`` px of the prediction (on B warped onto A by it, as ``PairFlow.flow`` warps): kept where the peak is
+    at least 0.8 and 0.05 above the best score more than 3 px away. Indices of the kept pixels [M], targets [M, 2]."""
+    cv2 = flow._cv2()
+    smooth = cv2.GaussianBlur(cv2.medianBlur(flow._fill(predicted), 5), (0, 0), 2.0)
+    warped = cv2.remap(
+        grey_b, flow._grid(*grey_a.shape) + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    height, width = grey_a.shape
+    kept, targets = [], []
+    for index, (x, y) in enumerate(pixels):
+        xi, yi = int(x), int(y)
+        if min(xi, yi) < half or xi + half >= width or yi + half >= height:
+            continue
+        patch = grey_a[yi - half : yi + half + 1, xi - half : xi + half + 1]
+        if patch.std() < 5:
+            continue
+        x0, y0 = max(0, xi - half - radius), max(0, yi - half - radius)
+        scores = cv2.matchTemplate(
+            warped[y0 : yi + half + radius + 1, x0 : xi + half + radius + 1], patch, cv2.TM_CCOEFF_NORMED
+        )
+        _, best, _, (col, row) = cv2.minMaxLoc(scores)
+        scores[max(0, row - 3) : row + 4, max(0, col - 3) : col + 4] = -1.0
+        if best < 0.8 or best - scores.max() < 0.05:
+            continue
+        moved = np.array([[x0 + col + half - xi + x, y0 + row + half - yi + y]])
+        kept.append(index)
+        targets.append(moved[0] + flow._at(smooth, moved)[0])
+    return np.array(kept, dtype=np.int64), np.array(targets).reshape(-1, 2)
+
+
+def relocalised(points: np.ndarray, pixels: np.ndarray, network: np.ndarray) -> tuple[np.ndarray, int]:
+    """Camera-to-world [4, 4] from 3-D points [N, 3] and their network pixels [N, 2] by PnP-RANSAC (OpenCV AP3P,
+    2 px), and the inlier count."""
+    cv2 = flow._cv2()
+    fx, fy, cx, cy = network
+    matrix = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    _, rvec, tvec, inliers = cv2.solvePnPRansac(
+        points.reshape(-1, 1, 3),
+        pixels.reshape(-1, 1, 2),
+        matrix,
+        None,
+        iterationsCount=10000,
+        reprojectionError=2.0,
+        confidence=0.9999,
+        flags=cv2.SOLVEPNP_AP3P,
+    )
+    world_to_cam = np.eye(4)
+    world_to_cam[:3, :3], world_to_cam[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    return np.linalg.inv(world_to_cam), 0 if inliers is None else len(inliers)
+
+
+def window_report(radius, greys, predicted, pixels, true_step, a, b, maps, views, located) -> str:
+    """The report of ``window_matches`` for pair a -> b (kept, and within 2 px of the truth); collects its 3-D/2-D
+    matches into ``located`` where b is a diagnosed view and a is not."""
+    if radius <= 0:
+        return ""
+    kept, targets = window_matches(greys[a], greys[b], predicted, pixels, radius)
+    if not len(kept):
+        return " | window 0"
+    right = np.linalg.norm(targets - (pixels[kept] + true_step[kept]), axis=-1) < 2.0
+    if b in views and a not in views:
+        points = flow._at(maps[a], pixels[kept])
+        finite = np.isfinite(points).all(-1)
+        located.setdefault(b, []).append((points[finite], targets[finite]))
+    return f" | window {len(kept)} ({right.sum()})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scene", choices=splat_scene.SCENES)
@@ -62,6 +134,13 @@ def main() -> None:
     parser.add_argument("--views", type=int, nargs="*", default=[], help="views to diagnose (default: the held ones)")
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cache", type=Path, default=Path(".out/posecache"))
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="also match by patch correlation within this many px of the prediction "
+        "and relocalise each diagnosed view by PnP on its matches from the other views (0: off)",
+    )
     args = parser.parse_args()
 
     scene = splat_scene.make(args.scene)
@@ -103,6 +182,7 @@ def main() -> None:
         anchors = [flow.view_anchors(m, np.ones(m.shape[:2]), g, options) for m, g in zip(maps, greys)]
         pairs = candidate_pairs(cam_to_world, [flow._Points(a[1]) for a in anchors], 10)
         print(f"--- round {number}")
+        located: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for view in views:
             for i, j in pairs:
                 if view not in (i, j):
@@ -124,7 +204,16 @@ def main() -> None:
                         f"{a:3d}->{b:3d}: anchors {len(pixels)} | prediction {off:6.1f} | DIS {np.nanmedian(miss):6.2f}"
                         f" {right[np.isfinite(miss)].mean():.2f} | roundtrip {consistent.sum()} "
                         f"({(consistent & right).sum()}) | kept {len(kept)} ({right[kept].sum()})"
+                        + (window_report(args.window, greys, predicted, pixels, true_step, a, b, maps, views, located))
                     )
+        for view, found in located.items():
+            points, pixels = (np.concatenate(parts) for parts in zip(*found))
+            moved = cam_to_world.copy()
+            moved[view], inliers = relocalised(points, pixels, network[view])
+            free = ~np.isin(np.arange(len(moved)), views)
+            before = camera_errors(cam_to_world, truth, ordered.size, free)["rotation_err_deg"][view]
+            after_pnp = camera_errors(moved, truth, ordered.size, free)["rotation_err_deg"][view]
+            print(f"view {view} by PnP: {len(points)} matches, {inliers} inliers, {before:.3f} -> {after_pnp:.3f} deg")
 
 
 if __name__ == "__main__":
