@@ -59,13 +59,10 @@ def window_matches(
     grey_a: np.ndarray, grey_b: np.ndarray, predicted: np.ndarray, pixels: np.ndarray, radius: int, half: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Matches of A's ``pixels`` in B by normalised cross-correlation of a (2 half + 1)^2 patch of A searched within
-    ``radius`` px of the prediction (on B warped onto A by it, as ``PairFlow.flow`` warps): kept where the peak is
+    ``radius`` px of the prediction (on B warped onto A by it, ``PairFlow.warped``): kept where the peak is
     at least 0.8 and 0.05 above the best score more than 3 px away. Indices of the kept pixels [M], targets [M, 2]."""
     cv2 = flow._cv2()
-    smooth = cv2.GaussianBlur(cv2.medianBlur(flow._fill(predicted), 5), (0, 0), 2.0)
-    warped = cv2.remap(
-        grey_b, flow._grid(*grey_a.shape) + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    smooth, warped = flow.PairFlow(flow.FlowOptions()).warped(grey_b, predicted)
     height, width = grey_a.shape
     kept, targets = [], []
     for index, (x, y) in enumerate(pixels):

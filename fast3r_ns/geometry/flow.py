@@ -194,11 +194,18 @@ class PairFlow:
         is warped onto ``first`` by the smoothed prediction and DIS finds the small residual r, so the flow is
         r(p) + prediction(p + r(p)) (the warp absorbs the perspective that DIS's translating patches miss)."""
         cv2 = _cv2()
-        smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
-        grid = _grid(*first.shape)
-        warped = cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        smooth, warped = self.warped(second, initial)
         residual = self.dis.calc(first, warped, None)
+        grid = _grid(*first.shape)
         return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def warped(self, second: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The smoothed prediction [H, W, 2] (5x5 median, Gaussian ``smoothing``) and ``second`` warped by it onto
+        the first view's grid [H, W]."""
+        cv2 = _cv2()
+        smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
+        grid = _grid(*initial.shape[:2])
+        return smooth, cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def flows(
         self, grey: tuple[np.ndarray, np.ndarray], predicted: tuple[np.ndarray, np.ndarray]
