@@ -187,6 +187,16 @@ STRESS_EXTRAS = {  # issue #17's measured cases at 0.6 (3x) and 1.2 degrees (6x)
 STRESS_SCALED = ("view_rotation_deg", "view_translation_rel", "depth_warp")
 
 
+def _level(text: str) -> str:
+    """A ``poses --levels`` value: a LEVELS key or a stress level in degrees (``level_noise``)."""
+    if text not in LEVELS:
+        try:
+            float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither one of {list(LEVELS)} nor degrees") from None
+    return text
+
+
 def level_noise(level: float) -> dict:
     """FastLikeOracle options of an error level: NOISY with its misplacement scaled by level / 0.2, then the
     extras of the nearest level of STRESS_EXTRAS at or below it."""
@@ -500,7 +510,7 @@ def poses(args: argparse.Namespace) -> None:
             prepared = load_images(paths, size=512)
         for level in args.levels:
             for seed in args.seeds:
-                noise = LEVELS[level]
+                noise = LEVELS[level] if level in LEVELS else level_noise(float(level))
                 cache = Path(args.cache) / f"{name}_{level}_{seed}.pt" if args.cache else None
                 if cache is not None and cache.is_file():
                     predictions = torch.load(cache)
@@ -582,7 +592,9 @@ def main() -> None:
     p.set_defaults(func=prepare)
     q = sub.add_parser("poses", help="camera errors before/after --refine over levels and seeds (no datasets)")
     q.add_argument("--scenes", nargs="+", default=list(splat_scene.SCENES), choices=splat_scene.SCENES)
-    q.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
+    q.add_argument(
+        "--levels", nargs="+", default=list(LEVELS), type=_level, help="LEVELS keys (1x, 3x, 6x) or degrees (2.0)"
+    )
     q.add_argument("--seeds", nargs="+", type=int, default=[11, 23])
     q.add_argument("--max-points", type=int, default=100_000)
     q.add_argument(

@@ -162,7 +162,7 @@ class RefineFlowOptions:
     more views keeps that camera's pose in the flow adjustment. Default is 40."""
     rounds: int | None = None
     """Most rounds of flow + bundle adjustment; each round after the first predicts the flow from the cameras of
-    the previous one. None: 3, 1 above ``RefineOptions.large_views`` (not measured there yet). Default is None."""
+    the previous one. None: 4, 1 above ``RefineOptions.large_views`` (not measured there yet). Default is None."""
     tolerance_deg: float = 0.02
     """The rounds stop when in the last one no camera turned more than this (degrees, after removing a common
     rotation) and no focal changed more than ``tolerance_focal``. Default is 0.02."""
@@ -181,6 +181,10 @@ class RefineFlowOptions:
     pixels since (``FlowOptions.reuse_px``; 0: always recompute). 0.5 -> 2 (``splat_poses_cpu.jsonl``, "session 7
     A/B", room and room_natural at 1x and 6x, seeds 11 and 23): rotation max the same or lower in all 8 cases, each
     7-18 % faster; 200 views on 2 cores 102 -> 82 s, rotation 0.022 / 0.013 -> 0.024 / 0.014 deg. Default is 2.0."""
+    relocalise_radius: int = 48
+    """Between rounds, a held view is relocalised: its free neighbours' anchors are searched for in it by patch
+    correlation within this many network pixels of the predicted flow and its pose solved by PnP-RANSAC on them
+    (``geometry.relocalise``), so that the next round predicts its flow from that pose; 0: off. Default is 48."""
     guard_deg: float = 1.0
     """A view the refinement turned more than this (degrees) from the prediction on few (below
     ``min_observations``) or inconsistent flow observations is flagged (pose_ok false, with a note, and in
@@ -193,6 +197,7 @@ class RefineFlowOptions:
         _one_of(self, "preset", FlowPreset)
         _at_least(self, 1, "stride", "max_pair_matches", "rounds", optional=True)
         _at_least(self, 0, "correction_spread", "filter_spread", "max_observations", optional=True)
+        _at_least(self, 0, "relocalise_radius")
         _at_least(
             self,
             0,
@@ -320,7 +325,7 @@ REFINE_AUTO_VALUES: dict[str, tuple[Any, Any]] = {
     "bundle.max_iterations": (50, 25),
     # Issue #17 (flow rounds from local depth, adaptive gates): measured up to 300 views; larger scenes keep the
     # one-round method of the 1000-view measurements until measured.
-    "flow.rounds": (3, 1),
+    "flow.rounds": (4, 1),
     "flow.depth": (True, False),
     "flow.filter_spread": (5.0, 0.0),
     "flow.correction_spread": (3.0, 0.0),

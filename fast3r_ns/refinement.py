@@ -74,6 +74,7 @@ def refine_cameras(
     flow_views = FlowViews.of(images, predictions, options)
     reverted = 0
     was_held = np.zeros(len(images), dtype=bool)
+    relocalised: set[int] = set()
     for index in range(max(1, flow.rounds)):
         start = time.perf_counter()
         if progress:
@@ -86,7 +87,11 @@ def refine_cameras(
         if held.all():  # e.g. textureless images: the previous stage is the result
             break
         previous = (result, unfixed)
-        unfixed = {int(v): f"{counts[v]} flow observations, pose from pointmap tracks" for v in np.flatnonzero(held)}
+        unfixed = {
+            int(v): f"{counts[v]} flow observations, pose from "
+            + ("patch matches (PnP)" if v in relocalised else "pointmap tracks")
+            for v in np.flatnonzero(held)
+        }
         # A newly held view takes its pointmap-stage pose relative to the free views (their frame has moved since);
         # a view held before keeps the pose it was held at.
         newly = held & ~was_held
@@ -129,13 +134,18 @@ def refine_cameras(
             reverted = index + 1
             break
         was_held = held
-        if np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
+        found: list[int] = []
+        if flow.relocalise_radius > 0 and held.any() and index + 1 < max(1, flow.rounds):
+            found = _relocalise(images, predictions, cameras, options, result.tracks, held, flow_views, progress)
+            relocalised.update(found)
+        if not found and np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
             break
     result.dense_flows = flow_views.flows.dense
     result.unfixed = unfixed | _guard(result, cameras, initial_intrinsics, initial_cam_to_world, flow, set(unfixed))
     result.stats |= first_stage | {
         "flow_rounds": float(len(rounds)),
         "flow_round_reverted": float(reverted),
+        "relocalised_views": float(len(relocalised)),
         **{f"round{i + 1}_{key}": value for i, info in enumerate(rounds) for key, value in info.items()},
     }
     return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
@@ -299,19 +309,12 @@ def _flow_tracks(
     back-projected with its current camera (``refine_rounds.depth_pointmap``). ``views``: the round-independent
     inputs (``FlowViews``), computed here when not given."""
     from .geometry.flow import FlowOptions, flow_tracks
-    from .refine_rounds import depth_pointmap
 
     network = network_intrinsics(images, cameras.intrinsics)
     pointmaps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     if from_depth:
-
-        def placed(view: int) -> torch.Tensor:
-            local = first_item(predictions[view]["pts3d_local"]).float().cpu().numpy()
-            world = pointmaps[view].float().cpu().numpy()
-            return torch.from_numpy(depth_pointmap(local, world, network[view], cameras.cam_to_world[view]))
-
-        with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # numpy releases the GIL here
-            pointmaps = list(pool.map(placed, range(len(predictions))))
+        placed = _placed_pointmaps(predictions, network, cameras.cam_to_world, range(len(predictions)))
+        pointmaps = [torch.from_numpy(points) for points in placed]
     flow = options.refine.flow
     views = views or FlowViews.of(images, predictions, options)
     tracks = flow_tracks(
@@ -336,6 +339,71 @@ def _flow_tracks(
         views.flows,
     )
     return tracks.select(np.isfinite(tracks.points).all(-1)[tracks.track])
+
+
+def _placed_pointmaps(
+    predictions: Sequence[Output], network: np.ndarray, cam_to_world: np.ndarray, views: Sequence[int]
+) -> list[np.ndarray]:
+    """[H, W, 3] world points of ``views``: each view's local depth placed with its current camera
+    (``refine_rounds.depth_pointmap``), NaN where its global pointmap is not finite."""
+    from .refine_rounds import depth_pointmap
+
+    def placed(view: int) -> np.ndarray:
+        local = first_item(predictions[view]["pts3d_local"]).float().cpu().numpy()
+        world = first_item(predictions[view]["pts3d_in_other_view"]).float().cpu().numpy()
+        return depth_pointmap(local, world, network[view], cam_to_world[view])
+
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # numpy releases the GIL here
+        return list(pool.map(placed, views))
+
+
+def _relocalise(
+    images: Sequence[PreparedImage],
+    predictions: Sequence[Output],
+    cameras: Cameras,
+    options: ReconstructOptions,
+    tracks: Tracks,
+    held: np.ndarray,
+    views: FlowViews,
+    progress: Progress | None,
+) -> list[int]:
+    """Held views whose pose PnP replaced (``geometry.relocalise``): the adjusted points of their free neighbours'
+    observations in ``tracks`` (the round's kept flow tracks) searched for in them by patch correlation, so that
+    the next flow round predicts from the new pose; ``cameras`` updated in place."""
+    from .geometry.relocalise import WindowOptions, relocalise_view
+
+    network = network_intrinsics(images, cameras.intrinsics)
+    pairs = tracks.pairs
+    neighbours = {
+        int(v): sorted({int(n) for pair in pairs if v in pair for n in pair if n != v and not held[n]})
+        for v in np.flatnonzero(held)
+    }
+    used = sorted({n for near in neighbours.values() for n in near})
+    pointmaps: list[np.ndarray | None] = [None] * len(images)
+    for view, points in zip(used, _placed_pointmaps(predictions, network, cameras.cam_to_world, used)):
+        points[~views.masks[view]] = np.nan
+        pointmaps[view] = points
+    track = tracks.track
+    window = WindowOptions(radius=options.refine.flow.relocalise_radius)
+    found = []
+    for view, near in neighbours.items():
+        known = []
+        for other in near:
+            rows = np.flatnonzero(tracks.view == other)
+            known.append((other, tracks.pixel[rows], tracks.points[track[rows]]))
+        if not known:
+            continue
+        result = relocalise_view(view, known, views.greys, pointmaps, network, cameras.cam_to_world, window)
+        if progress:
+            verdict = "moved" if result.cam_to_world is not None else "kept"
+            progress(
+                f"refine: view {view} held; patch matches {result.matches}, PnP inliers {result.inliers} "
+                f"(current pose {result.current_inliers}): {verdict}"
+            )
+        if result.cam_to_world is not None:
+            cameras.cam_to_world[view] = result.cam_to_world
+            found.append(view)
+    return found
 
 
 @dataclass

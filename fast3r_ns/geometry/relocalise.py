@@ -1,0 +1,172 @@
+"""A view's camera found again from its neighbours: patch correlation near the predicted flow, then PnP.
+
+Where a view's pose is too far off for the optical flow (``geometry.flow``) to land on the right texture period,
+its neighbours' anchors are searched for in it by normalised cross-correlation of a patch within a window around
+the flow predicted from the current cameras (on the view warped onto the neighbour by that prediction, so the
+patch is compared under the right perspective), and the view's pose is solved by PnP-RANSAC on the matches
+lifted to 3-D by the neighbours' points. Pixels: continuous NETWORK-image coordinates
+(``fast3r_ns.geometry.conventions``); poses camera-to-world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .flow import FlowOptions, PairFlow, _at, _cv2
+
+
+@dataclass
+class WindowOptions:
+    """The patch search and the PnP acceptance."""
+
+    radius: int = 48
+    """Search window half size around the predicted flow, network pixels. Default is 48."""
+    half: int = 10
+    """Patch half size (a (2 half + 1)^2 patch). Default is 10."""
+    min_score: float = 0.8
+    """Smallest normalised correlation of a kept match. Default is 0.8."""
+    min_margin: float = 0.05
+    """A kept match's score beats the best score more than 3 px away by at least this. Default is 0.05."""
+    min_contrast: float = 5.0
+    """Smallest grey standard deviation of a searched patch (0-255). Default is 5.0."""
+    threshold_px: float = 2.0
+    """PnP-RANSAC inlier threshold, network pixels. Default is 2.0."""
+    min_inliers: int = 12
+    """Fewest PnP inliers of an accepted pose. Default is 12."""
+    min_gain: float = 1.5
+    """An accepted pose has at least this many times the inliers of the current pose on the same matches."""
+
+
+def window_matches(
+    grey_a: np.ndarray,  # [H, W] uint8
+    grey_b: np.ndarray,  # [H, W] uint8
+    predicted: np.ndarray,  # [H, W, 2] predicted flow A -> B (NaN holes allowed)
+    pixels: np.ndarray,  # [N, 2] pixels of A to find in B
+    options: WindowOptions,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matches of A's ``pixels`` in B: indices of the kept pixels [M] and their pixels in B [M, 2]. A patch of A
+    is correlated (OpenCV ``matchTemplate``, normalised) within ``radius`` of each pixel on B warped onto A by the
+    prediction (``PairFlow.warped``), kept where the peak reaches ``min_score`` and beats the rest by
+    ``min_margin``; the target is the peak moved through the smoothed prediction."""
+    cv2 = _cv2()
+    smooth, warped = PairFlow(FlowOptions()).warped(grey_b, predicted)
+    height, width = grey_a.shape
+    half, radius = options.half, options.radius
+    kept, moved = [], []
+    for index, (x, y) in enumerate(pixels):
+        xi, yi = int(x), int(y)
+        if min(xi, yi) < half or xi + half >= width or yi + half >= height:
+            continue
+        patch = grey_a[yi - half : yi + half + 1, xi - half : xi + half + 1]
+        if patch.std() < options.min_contrast:
+            continue
+        x0, y0 = max(0, xi - half - radius), max(0, yi - half - radius)
+        region = warped[y0 : yi + half + radius + 1, x0 : xi + half + radius + 1]
+        if region.shape[0] <= 2 * half or region.shape[1] <= 2 * half:
+            continue
+        scores = cv2.matchTemplate(region, patch, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (col, row) = cv2.minMaxLoc(scores)
+        scores[max(0, row - 3) : row + 4, max(0, col - 3) : col + 4] = -1.0
+        if best < options.min_score or best - scores.max() < options.min_margin:
+            continue
+        kept.append(index)
+        moved.append((x0 + col + half - xi + x, y0 + row + half - yi + y))
+    if not kept:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    moved = np.array(moved)
+    return np.array(kept, dtype=np.int64), moved + _at(smooth, moved)
+
+
+def pnp_pose(
+    points: np.ndarray,  # [N, 3] world points
+    pixels: np.ndarray,  # [N, 2] their network pixels in the view
+    intrinsics: np.ndarray,  # [4] network (fx, fy, cx, cy)
+    threshold_px: float,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Camera-to-world [4, 4] by PnP-RANSAC (OpenCV AP3P) refined on its inliers (Levenberg-Marquardt), and the
+    inlier mask [N]; None when no pose was found."""
+    cv2 = _cv2()
+    none = np.zeros(len(points), dtype=bool)
+    if len(points) < 6:
+        return None, none
+    matrix = _matrix(intrinsics)
+    # Centred points keep the PnP solver well conditioned far from the world origin.
+    origin = points.mean(0)
+    objects = (points - origin).reshape(-1, 1, 3).astype(np.float64)
+    image = pixels.reshape(-1, 1, 2).astype(np.float64)
+    found, rvec, tvec, inliers = cv2.solvePnPRansac(
+        objects,
+        image,
+        matrix,
+        None,
+        iterationsCount=10000,
+        reprojectionError=threshold_px,
+        confidence=0.9999,
+        flags=cv2.SOLVEPNP_AP3P,
+    )
+    if not found or inliers is None or len(inliers) < 4:
+        return None, none
+    rvec, tvec = cv2.solvePnPRefineLM(objects[inliers[:, 0]], image[inliers[:, 0]], matrix, None, rvec, tvec)
+    world_to_cam = np.eye(4)
+    world_to_cam[:3, :3], world_to_cam[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    world_to_cam[:3, 3] -= world_to_cam[:3, :3] @ origin
+    cam_to_world = np.linalg.inv(world_to_cam)
+    return cam_to_world, pose_inliers(points, pixels, intrinsics, cam_to_world, threshold_px)
+
+
+def pose_inliers(
+    points: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray, threshold_px: float
+) -> np.ndarray:
+    """[N] bool: world points [N, 3] that project within ``threshold_px`` of their pixels [N, 2] (in front)."""
+    world_to_cam = np.linalg.inv(cam_to_world)
+    camera = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    fx, fy, cx, cy = intrinsics
+    with np.errstate(divide="ignore", invalid="ignore"):
+        projected = np.stack([fx * camera[:, 0] / camera[:, 2] + cx, fy * camera[:, 1] / camera[:, 2] + cy], -1)
+        return (camera[:, 2] > 0) & (np.linalg.norm(projected - pixels, axis=-1) <= threshold_px)
+
+
+def _matrix(intrinsics: np.ndarray) -> np.ndarray:
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class Relocalised:
+    """One view's relocalisation."""
+
+    cam_to_world: np.ndarray | None  # [4, 4] the new pose, None when not accepted
+    matches: int
+    inliers: int  # of the new pose
+    current_inliers: int  # of the current pose on the same matches
+
+
+def relocalise_view(
+    view: int,
+    known: list[tuple[int, np.ndarray, np.ndarray]],  # (neighbour, its pixels [N, 2], their world points [N, 3])
+    greys: list[np.ndarray],  # [H, W] uint8 network images
+    pointmaps: list[np.ndarray | None],  # [H, W, 3] world points of the neighbours (NaN where unusable)
+    intrinsics: np.ndarray,  # [V, 4] network
+    cam_to_world: np.ndarray,  # [V, 4, 4] current cameras
+    options: WindowOptions,
+) -> Relocalised:
+    """The pose of ``view`` by PnP on the neighbours' known points found in it (``window_matches``, around the
+    flow their pointmaps predict); accepted at ``min_inliers`` and ``min_gain`` times the current pose's inliers."""
+    from .flow import predicted_flow
+
+    world_to_cam = np.linalg.inv(cam_to_world[view])
+    found_points, found_pixels = [], []
+    for other, pixels, points in known:
+        predicted = predicted_flow(pointmaps[other], world_to_cam, intrinsics[view])
+        kept, targets = window_matches(greys[other], greys[view], predicted, pixels, options)
+        found_points.append(points[kept])
+        found_pixels.append(targets)
+    points = np.concatenate(found_points) if found_points else np.zeros((0, 3))
+    pixels = np.concatenate(found_pixels) if found_pixels else np.zeros((0, 2))
+    current = int(pose_inliers(points, pixels, intrinsics[view], cam_to_world[view], options.threshold_px).sum())
+    pose, inliers = pnp_pose(points, pixels, intrinsics[view], options.threshold_px)
+    count = int(inliers.sum())
+    accepted = pose is not None and count >= options.min_inliers and count >= options.min_gain * current
+    return Relocalised(pose if accepted else None, len(points), count, current)
