@@ -4,7 +4,8 @@ Runs the refinement on one ``bench_splat.py poses`` case (oracle predictions cac
 cameras each flow round started from, then for every candidate pair of the given views recomputes that round's
 predicted flow (local depth placed with the round's cameras) and DIS flow and scores both against the true flow
 (the clean oracle's pointmap projected with the true cameras), in network pixels (``--window R``: also a patch
-correlation search within R px of the prediction, and each diagnosed view relocalised by PnP on those matches):
+correlation search within R px of the prediction, and each diagnosed view relocalised by PnP on those matches,
+``geometry.relocalise``; the refinement does this with its adjusted track points instead of the placed depth):
 
     a->b: anchors N | prediction error median | DIS error median, share within 1 px |
           roundtrip-consistent (of them within 1 px) | kept by the gates (of them within 1 px)
@@ -26,6 +27,7 @@ from benchmarks.bench_splat import LEVELS, FastLikeOracle, level_noise
 from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions, refinement
 from fast3r_ns.cameras import network_intrinsics
 from fast3r_ns.geometry import flow
+from fast3r_ns.geometry.relocalise import WindowOptions, pnp_pose, window_matches
 from fast3r_ns.geometry.tracks import candidate_pairs
 from fast3r_ns.io.images import load_images
 from fast3r_ns.options import with_values
@@ -55,64 +57,12 @@ def refined_rounds(prepared, predictions) -> tuple[list[tuple[np.ndarray, np.nda
     return started, after
 
 
-def window_matches(
-    grey_a: np.ndarray, grey_b: np.ndarray, predicted: np.ndarray, pixels: np.ndarray, radius: int, half: int = 10
-) -> tuple[np.ndarray, np.ndarray]:
-    """Matches of A's ``pixels`` in B by normalised cross-correlation of a (2 half + 1)^2 patch of A searched within
-    ``radius`` px of the prediction (on B warped onto A by it, ``PairFlow.warped``): kept where the peak is
-    at least 0.8 and 0.05 above the best score more than 3 px away. Indices of the kept pixels [M], targets [M, 2]."""
-    cv2 = flow._cv2()
-    smooth, warped = flow.PairFlow(flow.FlowOptions()).warped(grey_b, predicted)
-    height, width = grey_a.shape
-    kept, targets = [], []
-    for index, (x, y) in enumerate(pixels):
-        xi, yi = int(x), int(y)
-        if min(xi, yi) < half or xi + half >= width or yi + half >= height:
-            continue
-        patch = grey_a[yi - half : yi + half + 1, xi - half : xi + half + 1]
-        if patch.std() < 5:
-            continue
-        x0, y0 = max(0, xi - half - radius), max(0, yi - half - radius)
-        scores = cv2.matchTemplate(
-            warped[y0 : yi + half + radius + 1, x0 : xi + half + radius + 1], patch, cv2.TM_CCOEFF_NORMED
-        )
-        _, best, _, (col, row) = cv2.minMaxLoc(scores)
-        scores[max(0, row - 3) : row + 4, max(0, col - 3) : col + 4] = -1.0
-        if best < 0.8 or best - scores.max() < 0.05:
-            continue
-        moved = np.array([[x0 + col + half - xi + x, y0 + row + half - yi + y]])
-        kept.append(index)
-        targets.append(moved[0] + flow._at(smooth, moved)[0])
-    return np.array(kept, dtype=np.int64), np.array(targets).reshape(-1, 2)
-
-
-def relocalised(points: np.ndarray, pixels: np.ndarray, network: np.ndarray) -> tuple[np.ndarray, int]:
-    """Camera-to-world [4, 4] from 3-D points [N, 3] and their network pixels [N, 2] by PnP-RANSAC (OpenCV AP3P,
-    2 px), and the inlier count."""
-    cv2 = flow._cv2()
-    fx, fy, cx, cy = network
-    matrix = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    _, rvec, tvec, inliers = cv2.solvePnPRansac(
-        points.reshape(-1, 1, 3),
-        pixels.reshape(-1, 1, 2),
-        matrix,
-        None,
-        iterationsCount=10000,
-        reprojectionError=2.0,
-        confidence=0.9999,
-        flags=cv2.SOLVEPNP_AP3P,
-    )
-    world_to_cam = np.eye(4)
-    world_to_cam[:3, :3], world_to_cam[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
-    return np.linalg.inv(world_to_cam), 0 if inliers is None else len(inliers)
-
-
 def window_report(radius, greys, predicted, pixels, true_step, a, b, maps, views, located) -> str:
     """The report of ``window_matches`` for pair a -> b (kept, and within 2 px of the truth); collects its 3-D/2-D
     matches into ``located`` where b is a diagnosed view and a is not."""
     if radius <= 0:
         return ""
-    kept, targets = window_matches(greys[a], greys[b], predicted, pixels, radius)
+    kept, targets = window_matches(greys[a], greys[b], predicted, pixels, WindowOptions(radius=radius))
     if not len(kept):
         return " | window 0"
     right = np.linalg.norm(targets - (pixels[kept] + true_step[kept]), axis=-1) < 2.0
@@ -206,7 +156,11 @@ def main() -> None:
         for view, found in located.items():
             points, pixels = (np.concatenate(parts) for parts in zip(*found))
             moved = cam_to_world.copy()
-            moved[view], inliers = relocalised(points, pixels, network[view])
+            pose, inliers = pnp_pose(points, pixels, network[view], WindowOptions().threshold_px)
+            if pose is None:
+                print(f"view {view} by PnP: {len(points)} matches, no pose")
+                continue
+            moved[view], inliers = pose, int(inliers.sum())
             free = ~np.isin(np.arange(len(moved)), views)
             before = camera_errors(cam_to_world, truth, ordered.size, free)["rotation_err_deg"][view]
             after_pnp = camera_errors(moved, truth, ordered.size, free)["rotation_err_deg"][view]

@@ -68,7 +68,7 @@ def refine_cameras(
     if refine.tracks == "pointmaps":
         return _with_motion(result, initial_intrinsics, initial_cam_to_world, cameras, initial_error)
     first_stage = {f"pointmaps_{key}": value for key, value in result.stats.items() if key.endswith("seconds")}
-    fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage)
+    fallback = cameras.cam_to_world.copy()  # pose of the views flow cannot hold (pointmap stage or relocalised)
     rounds: list[dict[str, float]] = []
     unfixed: dict[int, str] = {}
     flow_views = FlowViews.of(images, predictions, options)
@@ -138,6 +138,9 @@ def refine_cameras(
         if flow.relocalise_radius > 0 and held.any() and index + 1 < max(1, flow.rounds):
             found = _relocalise(images, predictions, cameras, options, result.tracks, held, flow_views, progress)
             relocalised.update(found)
+            if found:  # a relocalised view falls back to its new pose from now on
+                fallback = carried_poses(fallback, cameras.cam_to_world, ~held)
+                fallback[found] = cameras.cam_to_world[found]
         if not found and np.nanmax(turned) < flow.tolerance_deg and zoomed.max() < flow.tolerance_focal:
             break
     result.dense_flows = flow_views.flows.dense
@@ -398,7 +401,8 @@ def _relocalise(
             verdict = "moved" if result.cam_to_world is not None else "kept"
             progress(
                 f"refine: view {view} held; patch matches {result.matches}, PnP inliers {result.inliers} "
-                f"(current pose {result.current_inliers}): {verdict}"
+                f"(current pose {result.current_inliers}) in {result.cells} cells, turning it {result.turn:.1f} deg: "
+                f"{verdict}"
             )
         if result.cam_to_world is not None:
             cameras.cam_to_world[view] = result.cam_to_world

@@ -37,6 +37,9 @@ class WindowOptions:
     """Fewest PnP inliers of an accepted pose. Default is 12."""
     min_gain: float = 1.5
     """An accepted pose has at least this many times the inliers of the current pose on the same matches."""
+    min_cells: int = 4
+    """The inliers of an accepted pose fall in at least this many cells of a 4x4 grid over the image (matches
+    bunched in one corner leave the pose free to turn about them). Default is 4."""
 
 
 def window_matches(
@@ -120,12 +123,8 @@ def pose_inliers(
     points: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray, threshold_px: float
 ) -> np.ndarray:
     """[N] bool: world points [N, 3] that project within ``threshold_px`` of their pixels [N, 2] (in front)."""
-    world_to_cam = np.linalg.inv(cam_to_world)
-    camera = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    fx, fy, cx, cy = intrinsics
-    with np.errstate(divide="ignore", invalid="ignore"):
-        projected = np.stack([fx * camera[:, 0] / camera[:, 2] + cx, fy * camera[:, 1] / camera[:, 2] + cy], -1)
-        return (camera[:, 2] > 0) & (np.linalg.norm(projected - pixels, axis=-1) <= threshold_px)
+    with np.errstate(invalid="ignore"):
+        return np.linalg.norm(_projection(points, intrinsics, cam_to_world) - pixels, axis=-1) <= threshold_px
 
 
 def _matrix(intrinsics: np.ndarray) -> np.ndarray:
@@ -141,6 +140,8 @@ class Relocalised:
     matches: int
     inliers: int  # of the new pose
     current_inliers: int  # of the current pose on the same matches
+    cells: int = 0  # cells of a 4x4 grid holding inliers
+    turn: float = np.inf  # degrees between the current and the new orientation
 
 
 def relocalise_view(
@@ -153,7 +154,10 @@ def relocalise_view(
     options: WindowOptions,
 ) -> Relocalised:
     """The pose of ``view`` by PnP on the neighbours' known points found in it (``window_matches``, around the
-    flow their pointmaps predict); accepted at ``min_inliers`` and ``min_gain`` times the current pose's inliers."""
+    flow their pointmaps predict). Accepted at ``min_inliers``, ``min_gain`` times the current pose's inliers and
+    inliers in ``min_cells`` cells, and only when it turns the view by at most the window's angular size
+    (``radius`` over the focal length): a larger turn is one the search could not have seen, so the inliers are
+    a coincidence (on few image points the pose is free to turn about them)."""
     from .flow import predicted_flow
 
     world_to_cam = np.linalg.inv(cam_to_world[view])
@@ -168,5 +172,33 @@ def relocalise_view(
     current = int(pose_inliers(points, pixels, intrinsics[view], cam_to_world[view], options.threshold_px).sum())
     pose, inliers = pnp_pose(points, pixels, intrinsics[view], options.threshold_px)
     count = int(inliers.sum())
-    accepted = pose is not None and count >= options.min_inliers and count >= options.min_gain * current
-    return Relocalised(pose if accepted else None, len(points), count, current)
+    cells = _cells(pixels[inliers], greys[view].shape)
+    turn = _turn(cam_to_world[view], pose) if pose is not None else np.inf
+    reach = np.degrees(np.arctan(options.radius / float(intrinsics[view][0])))  # the window's angular size
+    accepted = count >= options.min_inliers and count >= options.min_gain * current
+    accepted = accepted and cells >= options.min_cells and turn <= reach
+    return Relocalised(pose if accepted else None, len(points), count, current, cells, turn)
+
+
+def _cells(pixels: np.ndarray, shape: tuple[int, int]) -> int:
+    """How many cells of a 4x4 grid over an image of ``shape`` (H, W) hold at least one of ``pixels`` [N, 2]."""
+    height, width = shape
+    column = np.clip((pixels[:, 0] * 4 / width).astype(np.int64), 0, 3)
+    row = np.clip((pixels[:, 1] * 4 / height).astype(np.int64), 0, 3)
+    return len(np.unique(row * 4 + column))
+
+
+def _turn(before: np.ndarray, after: np.ndarray) -> float:
+    """Degrees between the orientations of two cameras [4, 4]."""
+    cosine = (np.trace(before[:3, :3].T @ after[:3, :3]) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def _projection(points: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """[N, 2] pixels of world points [N, 3] (NaN behind the camera)."""
+    world_to_cam = np.linalg.inv(cam_to_world)
+    camera = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    fx, fy, cx, cy = intrinsics
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pixels = np.stack([fx * camera[:, 0] / camera[:, 2] + cx, fy * camera[:, 1] / camera[:, 2] + cy], -1)
+    return np.where((camera[:, 2] > 0)[:, None], pixels, np.nan)
