@@ -36,7 +36,8 @@ class WindowOptions:
     min_inliers: int = 12
     """Fewest PnP inliers of an accepted pose. Default is 12."""
     min_gain: float = 1.5
-    """An accepted pose has at least this many times the inliers of the current pose on the same matches."""
+    """An accepted pose has at least this many times the inliers of the current pose on the same matches. Default is
+    1.5."""
     min_cells: int = 4
     """The inliers of an accepted pose fall in at least this many cells of a 4x4 grid over the image (matches
     bunched in one corner leave the pose free to turn about them). Default is 4."""
