@@ -38,6 +38,9 @@ class WindowOptions:
     min_gain: float = 1.5
     """An accepted pose has at least this many times the inliers of the current pose on the same matches. Default is
     1.5."""
+    max_points: int = 256
+    """Most points of one neighbour searched for (spread over its observations; each costs a correlation).
+    Default is 256."""
     min_cells: int = 4
     """The inliers of an accepted pose fall in at least this many cells of a 4x4 grid over the image (matches
     bunched in one corner leave the pose free to turn about them). Default is 4."""
@@ -164,6 +167,9 @@ def relocalise_view(
     world_to_cam = np.linalg.inv(cam_to_world[view])
     found_points, found_pixels = [], []
     for other, pixels, points in known:
+        if options.max_points and len(pixels) > options.max_points:
+            chosen = np.linspace(0, len(pixels) - 1, options.max_points).round().astype(np.int64)
+            pixels, points = pixels[chosen], points[chosen]
         predicted = predicted_flow(pointmaps[other], world_to_cam, intrinsics[view])
         kept, targets = window_matches(greys[other], greys[view], predicted, pixels, options)
         found_points.append(points[kept])
