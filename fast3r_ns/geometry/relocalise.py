@@ -38,9 +38,10 @@ class WindowOptions:
     min_gain: float = 1.5
     """An accepted pose has at least this many times the inliers of the current pose on the same matches. Default is
     1.5."""
-    max_points: int = 256
-    """Most points of one neighbour searched for (spread over its observations; each costs a correlation).
-    Default is 256."""
+    max_points: int = 0
+    """Most points of one neighbour searched for (spread over its observations; each costs a correlation); 0:
+    all. 256 made a relocalisation 3-4x faster but room_natural's 1.2 and 2 deg cases worse (rotation max 0.08-0.18
+    -> 0.15-1.64 deg, docs/refine.md). Default is 0."""
     min_cells: int = 4
     """The inliers of an accepted pose fall in at least this many cells of a 4x4 grid over the image (matches
     bunched in one corner leave the pose free to turn about them). Default is 4."""
