@@ -76,3 +76,30 @@ def test_a_misplaced_camera_is_put_back_and_a_right_one_kept(views, degrees) -> 
     assert center_error < 0.01 * np.linalg.norm(cam_to_world[2][:3, 3] - cam_to_world[1][:3, 3]) + 1e-3
     kept = relocalise_view(2, known, greys, maps, network, cam_to_world, WindowOptions())
     assert kept.cam_to_world is None and kept.current_inliers >= 50
+
+
+def test_the_refinement_relocalises_a_held_view_from_its_free_neighbours(tmp_path) -> None:
+    """refinement._relocalise: flow tracks of the clean oracle on true cameras, one view then turned 2 deg and held;
+    it comes back from the free views' track points."""
+    from fast3r_ns import ReconstructOptions
+    from fast3r_ns.cameras import Cameras
+    from fast3r_ns.options import with_values
+    from fast3r_ns.refinement import FlowViews, _flow_tracks, _relocalise
+
+    scene = splat_scene.make("room_natural")
+    scene = scene.reordered(scene.process_order()[10:15])
+    images = load_images(scene.write_images(tmp_path), size=512)
+    predictions = OraclePredictor(scene, images, normalize=False)([im.tensor for im in images])
+    truth = scene.cam_to_world_in_view0()
+    intrinsics = np.array([camera.intrinsics for camera in scene.cameras])
+    cameras = Cameras(intrinsics, truth.copy(), np.ones(len(images)), [""] * len(images))
+    options = with_values(ReconstructOptions(device="cpu"), {"refine.enabled": True})
+    options = with_values(options, {"refine": options.refine.resolved(len(images))})
+    views = FlowViews.of(images, predictions, options)
+    tracks = _flow_tracks(images, predictions, cameras, options, True, views)
+    held = np.arange(len(images)) == 2
+    cameras.cam_to_world[2] = _turned(truth[2], 2.0)
+    found = _relocalise(images, predictions, cameras, options, tracks, held, views, None)
+    assert found == [2]
+    assert rotation_angle_deg(cameras.cam_to_world[2][:3, :3].T @ truth[2][:3, :3]) < 0.05
+    np.testing.assert_array_equal(cameras.cam_to_world[~held], truth[~held])
