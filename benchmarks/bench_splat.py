@@ -197,6 +197,11 @@ def _level(text: str) -> str:
     return text
 
 
+def level_options(level: str) -> dict:
+    """FastLikeOracle options of a ``poses --levels`` value: ``LEVELS[level]``, or ``level_noise`` of degrees."""
+    return LEVELS[level] if level in LEVELS else level_noise(float(level))
+
+
 def level_noise(level: float) -> dict:
     """FastLikeOracle options of an error level: NOISY with its misplacement scaled by level / 0.2, then the
     extras of the nearest level of STRESS_EXTRAS at or below it."""
@@ -510,7 +515,7 @@ def poses(args: argparse.Namespace) -> None:
             prepared = load_images(paths, size=512)
         for level in args.levels:
             for seed in args.seeds:
-                noise = LEVELS[level] if level in LEVELS else level_noise(float(level))
+                noise = level_options(level)
                 cache = Path(args.cache) / f"{name}_{level}_{seed}.pt" if args.cache else None
                 if cache is not None and cache.is_file():
                     predictions = torch.load(cache)

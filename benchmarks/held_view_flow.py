@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks import splat_scene
-from benchmarks.bench_splat import LEVELS, FastLikeOracle, level_noise
+from benchmarks.bench_splat import FastLikeOracle, level_options
 from fast3r_ns import PointOptions, ReconstructOptions, reconstruct_from_predictions, refinement
 from fast3r_ns.cameras import network_intrinsics
 from fast3r_ns.geometry import flow
@@ -98,7 +98,7 @@ def main() -> None:
     if cache.is_file():
         predictions = torch.load(cache)
     else:
-        noise = LEVELS[args.level] if args.level in LEVELS else level_noise(float(args.level))
+        noise = level_options(args.level)
         predictions = FastLikeOracle(ordered, prepared, seed=args.seed, **noise)([im.tensor for im in prepared])
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(predictions, cache)

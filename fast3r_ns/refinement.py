@@ -387,13 +387,14 @@ def _relocalise(
         points[~views.masks[view]] = np.nan
         pointmaps[view] = points
     track = tracks.track
+    observed = {}  # neighbour -> (its observed pixels, their adjusted points)
+    for other in used:
+        rows = np.flatnonzero(tracks.view == other)
+        observed[other] = (tracks.pixel[rows], tracks.points[track[rows]])
     window = WindowOptions(radius=options.refine.flow.relocalise_radius)
     found = []
     for view, near in neighbours.items():
-        known = []
-        for other in near:
-            rows = np.flatnonzero(tracks.view == other)
-            known.append((other, tracks.pixel[rows], tracks.points[track[rows]]))
+        known = [(other, *observed[other]) for other in near]
         if not known:
             continue
         result = relocalise_view(view, known, views.greys, pointmaps, network, cameras.cam_to_world, window)

@@ -175,6 +175,15 @@ def texture_mask(grey: np.ndarray, min_gradient: float) -> np.ndarray:
     return magnitude >= min_gradient
 
 
+def warped_by_prediction(second: np.ndarray, initial: np.ndarray, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed prediction [H, W, 2] (5x5 median, Gaussian sigma ``smoothing``) of the flow first -> second
+    (NaN holes allowed) and ``second`` [H, W] warped by it onto the first view's grid [H, W]."""
+    cv2 = _cv2()
+    smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), smoothing)
+    grid = _grid(*initial.shape[:2])
+    return smooth, cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 class PairFlow:
     """DIS flows of view pairs, both directions, started from the pointmaps' predictions."""
 
@@ -200,12 +209,8 @@ class PairFlow:
         return residual + cv2.remap(smooth, grid + residual, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def warped(self, second: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The smoothed prediction [H, W, 2] (5x5 median, Gaussian ``smoothing``) and ``second`` warped by it onto
-        the first view's grid [H, W]."""
-        cv2 = _cv2()
-        smooth = cv2.GaussianBlur(cv2.medianBlur(_fill(initial), 5), (0, 0), self.options.smoothing)
-        grid = _grid(*initial.shape[:2])
-        return smooth, cv2.remap(second, grid + smooth, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        """``warped_by_prediction`` with this flow's ``smoothing``."""
+        return warped_by_prediction(second, initial, self.options.smoothing)
 
     def flows(
         self, grey: tuple[np.ndarray, np.ndarray], predicted: tuple[np.ndarray, np.ndarray]

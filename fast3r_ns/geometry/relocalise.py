@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flow import FlowOptions, PairFlow, _at, _cv2
+from .flow import FlowOptions, _at, _cv2, _projected, warped_by_prediction
 
 
 @dataclass
@@ -56,10 +56,11 @@ def window_matches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Matches of A's ``pixels`` in B: indices of the kept pixels [M] and their pixels in B [M, 2]. A patch of A
     is correlated (OpenCV ``matchTemplate``, normalised) within ``radius`` of each pixel on B warped onto A by the
-    prediction (``PairFlow.warped``), kept where the peak reaches ``min_score`` and beats the rest by
-    ``min_margin``; the target is the peak moved through the smoothed prediction."""
+    prediction (``flow.warped_by_prediction``, the flow's default smoothing), kept where the peak reaches
+    ``min_score`` and beats the rest by ``min_margin``; the target is the peak moved through the smoothed
+    prediction."""
     cv2 = _cv2()
-    smooth, warped = PairFlow(FlowOptions()).warped(grey_b, predicted)
+    smooth, warped = warped_by_prediction(grey_b, predicted, FlowOptions().smoothing)
     height, width = grey_a.shape
     half, radius = options.half, options.radius
     kept, moved = [], []
@@ -128,8 +129,9 @@ def pose_inliers(
     points: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray, threshold_px: float
 ) -> np.ndarray:
     """[N] bool: world points [N, 3] that project within ``threshold_px`` of their pixels [N, 2] (in front)."""
+    projected = _projected(points, np.linalg.inv(cam_to_world), intrinsics)
     with np.errstate(invalid="ignore"):
-        return np.linalg.norm(_projection(points, intrinsics, cam_to_world) - pixels, axis=-1) <= threshold_px
+        return np.linalg.norm(projected - pixels, axis=-1) <= threshold_px
 
 
 def _matrix(intrinsics: np.ndarray) -> np.ndarray:
@@ -200,13 +202,3 @@ def _turn(before: np.ndarray, after: np.ndarray) -> float:
     """Degrees between the orientations of two cameras [4, 4]."""
     cosine = (np.trace(before[:3, :3].T @ after[:3, :3]) - 1.0) / 2.0
     return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
-
-
-def _projection(points: np.ndarray, intrinsics: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
-    """[N, 2] pixels of world points [N, 3] (NaN behind the camera)."""
-    world_to_cam = np.linalg.inv(cam_to_world)
-    camera = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    fx, fy, cx, cy = intrinsics
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pixels = np.stack([fx * camera[:, 0] / camera[:, 2] + cx, fy * camera[:, 1] / camera[:, 2] + cy], -1)
-    return np.where((camera[:, 2] > 0)[:, None], pixels, np.nan)
