@@ -4,8 +4,9 @@ true surface after the refinement, on the splat scenes with the FastLikeOracle a
 
 For each scene / level / seed the refinement runs once (``reconstruct_from_predictions`` with ``--refine``'s
 defaults); then the refined cameras' fusion is repeated with 1, 2 and 3 confirming neighbours, from the local
-depth maps alone and with the depths triangulated from the refinement's flows (the default), and the global
-pointmaps at the same confident pixels are scored too. Distances: each point to the nearest true surface point
+depth maps alone and with the depths triangulated from the refinement's flows (the default), the default without
+its median filter (``FusionOptions.median_window`` 1), and the global pointmaps at the same confident pixels are
+scored too. Distances: each point to the nearest true surface point
 (every pixel of every view cast at full resolution) after the similarity that takes the refined camera centres
 onto the true ones, relative to the scene's diagonal. One record per variant in ``results/fusion_cpu.jsonl``.
 
@@ -108,6 +109,15 @@ def run(name: str, level: str, seed: int) -> list[dict]:
                 _record(base, f"fused {source}, {min_views} confirming", distance(points), seconds, stats)
                 | {"min_views": min_views, "default": min_views == default.min_views and source == "triangulated"}
             )
+    # the default without the median filter of the triangulated depth maps
+    tic = time.perf_counter()
+    fused, stats = fuse_dense(*args, fusion.FusionOptions(median_window=1), flows)
+    seconds = time.perf_counter() - tic
+    points = torch.cat([f.points for f in fused]).double().numpy()
+    records.append(
+        _record(base, "fused triangulated, 2 confirming, no median", distance(points), seconds, stats)
+        | {"min_views": default.min_views, "median_window": 1, "default": False}
+    )
     # the global pointmaps at the pixels the default fusion kept (same pixels, unfused points)
     fused, _ = fuse_dense(*args, default, flows)
     global_points = np.concatenate(

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from fast3r_ns.geometry.fusion import FusionOptions, fuse_depths, neighbours_of, triangulated_depths
+from fast3r_ns.geometry.fusion import (
+    FusionOptions,
+    fuse_depths,
+    median_filtered,
+    neighbours_of,
+    triangulated_depths,
+)
 from fast3r_ns.testing.scene import look_at
 
 HEIGHT, WIDTH, FOCAL = 48, 64, 60.0
@@ -97,14 +103,15 @@ def test_triangulated_depth_replaces_the_noisy_depth_map_where_flow_matches():
     targets[(1, 0)][5, 7] += 3.0  # a flow error: far from the depth map, it must not be used
     targets[(1, 2)][5, 7] += 3.0
     targets[(0, 1)][:, : WIDTH // 2] = np.nan  # half of view 0 has no match in view 1
-    depths, share = triangulated_depths(noisy, targets, intrinsics, intrinsics, poses)
+    unfiltered = FusionOptions(median_window=1)
+    depths, share = triangulated_depths(noisy, targets, intrinsics, intrinsics, poses, unfiltered)
     assert share > 0.9
     for view in range(3):
         error = np.abs(depths[view].numpy() - truth[view]) / truth[view]
         assert np.median(error) < 1e-4, (view, np.median(error))  # the data, not the 3 % noise of the map
     assert depths[1][5, 7] == pytest.approx(noisy[1][5, 7], rel=1e-6)  # kept from the depth map
     # with no flow, the depth map is returned as it is
-    same, none = triangulated_depths(noisy, {}, intrinsics, intrinsics, poses)
+    same, none = triangulated_depths(noisy, {}, intrinsics, intrinsics, poses, unfiltered)
     assert none == 0.0 and np.allclose(same[2].numpy(), noisy[2], rtol=1e-6)
 
 
@@ -118,6 +125,23 @@ def test_rays_closer_than_the_parallax_floor_do_not_triangulate():
     assert share > 0.3  # view 0's pixels (a third of all) seen by view 1
 
 
+def test_the_median_removes_pixel_noise_and_keeps_edges_and_thin_structures():
+    rng = np.random.default_rng(3)
+    truth = np.full((60, 80), 4.0)
+    truth[:, 40:] = 6.0  # a step edge
+    truth[20:22, 5:35] = 2.0  # a bar two pixels thick in front
+    truth[50, 60] = np.nan
+    noisy = truth * (1 + 0.03 * rng.standard_normal(truth.shape))
+    filtered = median_filtered(torch.from_numpy(noisy), 5, 0.15).numpy()
+    finite = np.isfinite(truth)
+    assert np.array_equal(np.isfinite(filtered), finite)
+    error, before = np.abs(filtered / truth - 1)[finite], np.abs(noisy / truth - 1)[finite]
+    assert np.median(error) < 0.4 * np.median(before), (np.median(error), np.median(before))
+    assert np.abs(filtered[20:22, 5:35] / 2.0 - 1).max() < 0.15  # the bar is not eaten by the wall behind it
+    assert np.abs(filtered[:, 38:40] / 4.0 - 1).max() < 0.15 and np.abs(filtered[:, 40:42] / 6.0 - 1).max() < 0.15
+    assert np.array_equal(median_filtered(torch.from_numpy(noisy), 1, 0.15).numpy(), noisy, equal_nan=True)
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="tolerance"):
         FusionOptions(tolerance=0.0)
@@ -127,3 +151,5 @@ def test_options_are_validated():
         FusionOptions(occlusion_margin=0.5)
     with pytest.raises(ValueError, match="min_parallax_deg"):
         FusionOptions(min_parallax_deg=-1.0)
+    with pytest.raises(ValueError, match="median_window"):
+        FusionOptions(median_window=4)
