@@ -171,6 +171,9 @@ class RefineFlowOptions:
     depth: bool | None = None
     """The first round, too, predicts the flow from each view's local depth and its camera instead of its global
     pointmap. None: True, False above ``RefineOptions.large_views``. Default is None."""
+    depth_median: int = 1
+    """Side (odd, network pixels) of the median filter on each view's local depth before it predicts the flow
+    (``refine_rounds.depth_pointmap``); 1: none. Default is 1."""
     filter_spread: float | None = None
     """After the first solve of each flow adjustment, observations reprojecting farther than this many times the
     median reprojection error (at least 0.2 px, at most ``RefineBundleOptions.max_reprojection_error``) are dropped
@@ -210,6 +213,8 @@ class RefineFlowOptions:
         )
         if self.depth not in (None, True, False):
             _fail(self, "depth", "must be True, False or None")
+        if not isinstance(self.depth_median, int) or self.depth_median < 1 or self.depth_median % 2 == 0:
+            _fail(self, "depth_median", "must be an odd whole number >= 1")
 
 
 @dataclass

@@ -19,13 +19,17 @@ def depth_pointmap(
     world: np.ndarray,  # [H, W, 3] global pointmap, NaN where not confident
     intrinsics: np.ndarray,  # [4] network (fx, fy, cx, cy) of the view
     cam_to_world: np.ndarray,  # [4, 4] current camera of the view
+    median_window: int = 1,
 ) -> np.ndarray:
     """[H, W, 3] float32 world points: each pixel centre back-projected at the local depth, scaled to the world by
     the median ratio of the global points' depth (in the current camera) to the local depth; NaN where ``world``
-    is (the confidence mask) or the depth is not positive."""
+    is (the confidence mask) or the depth is not positive. ``median_window`` > 1: the confident local depth is
+    first median-filtered (``geometry.fusion.median_filtered``, 15 % band)."""
     height, width = local.shape[:2]
     rotation, center = cam_to_world[:3, :3].astype(np.float32), cam_to_world[:3, 3].astype(np.float32)
     depth = local[..., 2].astype(np.float32)
+    if median_window > 1:
+        depth = _filtered(np.where(np.isfinite(world).all(-1) & (depth > 0), depth, np.nan), median_window)
     world_depth = ((world.reshape(-1, 3).astype(np.float32) - center) @ rotation[:, 2]).reshape(height, width)
     usable = np.isfinite(world_depth) & np.isfinite(depth) & (depth > 0) & (world_depth > 0)
     if not usable.any():
@@ -39,6 +43,14 @@ def depth_pointmap(
     z = np.where(keep, z, np.float32(np.nan))
     camera = np.stack([z * x[None, :], z * y[:, None], z], axis=-1)  # NaN rows stay NaN through the pose
     return camera @ rotation.T + center
+
+
+def _filtered(depth: np.ndarray, window: int) -> np.ndarray:
+    import torch
+
+    from .geometry.fusion import median_filtered
+
+    return median_filtered(torch.from_numpy(depth), window, 0.15).numpy()
 
 
 def rotation_changes(before: np.ndarray, after: np.ndarray) -> np.ndarray:

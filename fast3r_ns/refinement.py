@@ -316,7 +316,9 @@ def _flow_tracks(
     network = network_intrinsics(images, cameras.intrinsics)
     pointmaps = [first_item(p["pts3d_in_other_view"]) for p in predictions]
     if from_depth:
-        placed = _placed_pointmaps(predictions, network, cameras.cam_to_world, range(len(predictions)))
+        placed = _placed_pointmaps(
+            predictions, network, cameras.cam_to_world, range(len(predictions)), options.refine.flow.depth_median
+        )
         pointmaps = [torch.from_numpy(points) for points in placed]
     flow = options.refine.flow
     views = views or FlowViews.of(images, predictions, options)
@@ -345,16 +347,21 @@ def _flow_tracks(
 
 
 def _placed_pointmaps(
-    predictions: Sequence[Output], network: np.ndarray, cam_to_world: np.ndarray, views: Sequence[int]
+    predictions: Sequence[Output],
+    network: np.ndarray,
+    cam_to_world: np.ndarray,
+    views: Sequence[int],
+    median_window: int,
 ) -> list[np.ndarray]:
-    """[H, W, 3] world points of ``views``: each view's local depth placed with its current camera
-    (``refine_rounds.depth_pointmap``), NaN where its global pointmap is not finite."""
+    """[H, W, 3] world points of ``views``: each view's local depth (median-filtered over ``median_window``)
+    placed with its current camera (``refine_rounds.depth_pointmap``), NaN where its global pointmap is not
+    finite."""
     from .refine_rounds import depth_pointmap
 
     def placed(view: int) -> np.ndarray:
         local = first_item(predictions[view]["pts3d_local"]).float().cpu().numpy()
         world = first_item(predictions[view]["pts3d_in_other_view"]).float().cpu().numpy()
-        return depth_pointmap(local, world, network[view], cam_to_world[view])
+        return depth_pointmap(local, world, network[view], cam_to_world[view], median_window)
 
     with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:  # numpy releases the GIL here
         return list(pool.map(placed, views))
@@ -383,7 +390,9 @@ def _relocalise(
     }
     used = sorted({n for near in neighbours.values() for n in near})
     pointmaps: list[np.ndarray | None] = [None] * len(images)
-    for view, points in zip(used, _placed_pointmaps(predictions, network, cameras.cam_to_world, used)):
+    for view, points in zip(
+        used, _placed_pointmaps(predictions, network, cameras.cam_to_world, used, options.refine.flow.depth_median)
+    ):
         points[~views.masks[view]] = np.nan
         pointmaps[view] = points
     track = tracks.track

@@ -68,6 +68,7 @@ def test_defaults_construct_and_keep_their_values() -> None:
         (lambda: RefineFlowOptions(rounds=0), "RefineFlowOptions.rounds"),
         (lambda: RefineFlowOptions(tolerance_deg=-0.1), "RefineFlowOptions.tolerance_deg"),
         (lambda: RefineFlowOptions(correction_spread=-1.0), "RefineFlowOptions.correction_spread"),
+        (lambda: RefineFlowOptions(depth_median=4), "RefineFlowOptions.depth_median"),
         (lambda: RefineBundleOptions(focal="shared"), "RefineBundleOptions.focal"),
         (lambda: RefineBundleOptions(max_reprojection_error=0), "RefineBundleOptions.max_reprojection_error"),
         (lambda: RefineBundleOptions(num_threads=0), "RefineBundleOptions.num_threads"),

@@ -42,6 +42,24 @@ def test_depth_pointmap_back_projects_the_local_depth_with_the_camera() -> None:
     np.testing.assert_allclose(points[4:], world[4:], rtol=0, atol=2e-3 * np.abs(world).max())
 
 
+def test_depth_pointmap_median_filters_the_local_depth() -> None:
+    scene: Scene = make_scene(2, image_size=(64, 48), arc_degrees=30, seed=4)
+    camera = scene.cameras[0]
+    ys, xs = np.mgrid[0:48, 0:64] + 0.5
+    _, world, _ = scene.cast_pixels(0, np.stack([xs, ys], -1))
+    local = (world - camera.cam_to_world[:3, 3]) @ camera.cam_to_world[:3, :3]
+    noisy = local * (1 + 0.02 * np.random.default_rng(0).standard_normal((48, 64, 1)))  # 2 % depth noise
+    intrinsics = np.asarray(camera.intrinsics)
+
+    def error(window: int) -> float:
+        points = depth_pointmap(noisy, world, intrinsics, camera.cam_to_world, median_window=window)
+        return float(np.nanmedian(np.linalg.norm(points - world, axis=-1)))
+
+    assert error(5) < 0.6 * error(1)
+    world[:4] = np.nan  # not confident: stays NaN, and does not enter the window of its neighbours
+    assert np.isnan(depth_pointmap(noisy, world, intrinsics, camera.cam_to_world, median_window=5)[:4]).all()
+
+
 def test_rotation_changes_ignore_a_common_rotation() -> None:
     rng = np.random.default_rng(0)
     before = np.tile(np.eye(4), (5, 1, 1))
