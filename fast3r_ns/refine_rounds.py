@@ -140,14 +140,31 @@ def unsupported_views(
     """Views the adjustment moved far without support in the data -> why: a turn beyond ``max_turn_deg`` with few
     observations (below ``min_observations``) or inconsistent ones (median error beyond 5x the views' median), or
     a focal change beyond ``max_focal_change``."""
-    typical = float(np.nanmedian(reprojection)) if np.isfinite(reprojection).any() else np.inf
+    consistent = _consistent(reprojection)
     out: dict[int, str] = {}
     for view in range(len(turned)):
         weak = observations[view] < min_observations
-        inconsistent = not reprojection[view] <= 5.0 * typical  # NaN (no observation) counts
+        inconsistent = not consistent[view]
         if turned[view] > max_turn_deg and (weak or inconsistent):
             why = f"{int(observations[view])} observations" if weak else f"reprojection {reprojection[view]:.2f} px"
             out[view] = f"refinement turned it {turned[view]:.1f} deg on {why}"
         elif zoomed[view] > max_focal_change:
             out[view] = f"refinement changed its focal by {zoomed[view]:.0%}"
     return out
+
+
+def supported_views(
+    observations: np.ndarray,  # [V] kept observations in tracks of three or more views
+    reprojection: np.ndarray,  # [V] median reprojection error per view (NaN: none)
+    min_observations: int,
+) -> np.ndarray:
+    """[V] bool: views whose adjusted camera rests on the data, at least ``min_observations`` observations and a
+    median error within 5x the views' median (the opposite of ``unsupported_views``' weak or inconsistent)."""
+    return (observations >= min_observations) & _consistent(reprojection)
+
+
+def _consistent(reprojection: np.ndarray) -> np.ndarray:
+    """[V] bool: median reprojection error within 5x the views' median (False where a view has none)."""
+    typical = float(np.nanmedian(reprojection)) if np.isfinite(reprojection).any() else np.inf
+    with np.errstate(invalid="ignore"):
+        return reprojection <= 5.0 * typical

@@ -163,9 +163,12 @@ def _guard(
     held: set[int],
 ) -> dict[int, str]:
     """Views the flow adjustment moved far from the prediction without support (``refine_rounds.unsupported_views``):
-    flagged (pose_ok false with a note). Held views rest on the pointmap stage, so only their focal counts."""
+    flagged (pose_ok false with a note). Held views rest on the pointmap stage, so only their focal counts. A view
+    flagged by the pose recovery (e.g. its local and global pointmaps disagree) whose camera the adjustment
+    re-solved on enough consistent observations (``refine_rounds.supported_views``) is trusted again: its note is
+    cleared (``cleared_views`` in the stats), so its points enter the cloud."""
     from .refine import reprojection_errors
-    from .refine_rounds import focal_changes, rotation_changes, unsupported_views, view_support
+    from .refine_rounds import focal_changes, rotation_changes, supported_views, unsupported_views, view_support
 
     tracks = result.tracks
     errors = reprojection_errors(
@@ -189,6 +192,11 @@ def _guard(
         flow.guard_deg,
         flow.guard_focal,
     )
+    supported = supported_views(observations, reprojection, flow.min_observations)
+    cleared = [v for v in range(count) if cameras.notes[v] and supported[v] and v not in held and v not in flagged]
+    for view in cleared:
+        cameras.notes[view] = ""
+    result.stats["cleared_views"] = float(len(cleared))
     for view, why in flagged.items():
         cameras.notes[view] = f"{cameras.notes[view]}; {why}" if cameras.notes[view] else why
     return flagged

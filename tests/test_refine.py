@@ -222,3 +222,30 @@ def test_flow_reuse_threshold_reaches_the_flow_rounds() -> None:
         reused[threshold] = (stats["round2_pairs_reused"], stats["candidate_pairs"])
     assert reused[0.0][0] == 0
     assert reused[1e6][0] == reused[1e6][1] > 0
+
+
+def test_a_view_flagged_by_the_pose_recovery_and_re_solved_by_the_flow_is_trusted_again() -> None:
+    """View 5's global pointmap warped in depth (+-12 % across the image): the pose recovery flags it (local and
+    global disagree) and leaves it out of the cloud; the flow adjustment re-solves it on plenty of consistent
+    observations, so the refinement clears the note and its points enter the cloud."""
+    pytest.importorskip("cv2")
+    from benchmarks.bench_refine import textured_images
+
+    width, height = 256, 192
+    scene = make_scene(12, image_size=(width, height), arc_degrees=100, seed=5)
+    images = textured_images(scene, width, height)
+    noise = {"local_focal_noise": 0.02, **PIXEL_NOISE}
+    predictions = OraclePredictor(scene, images, **noise, seed=4)([im.tensor for im in images])
+    center = torch.from_numpy(scene.cam_to_world_in_view0()[5][:3, 3]).float()
+    points = predictions[5]["pts3d_in_other_view"]  # [1, H, W, 3]
+    x = torch.linspace(-1, 1, points.shape[-2])[None, None, :, None]
+    predictions[5]["pts3d_in_other_view"] = center + (points - center) * (1 + 0.12 * x)
+    options = ReconstructOptions(
+        points=PointOptions(colors="network", max_points=20_000), refine=RefineOptions(enabled=True), device="cpu"
+    )
+    unrefined = reconstruct_from_predictions(images, predictions, replace(options, refine=RefineOptions()))
+    assert "disagree" in unrefined.pose_notes[5] and 5 not in set(unrefined.point_image)
+    after = reconstruct_from_predictions(images, predictions, options)
+    assert after.pose_ok.all() and after.refine_stats["cleared_views"] == 1
+    assert reconstruction_errors(after, scene)["rotation_err_deg"] < 0.1
+    assert (after.point_image == 5).sum() > 0.5 * np.bincount(after.point_image).mean()
