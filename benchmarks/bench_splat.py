@@ -322,9 +322,10 @@ def prepare_scene(
     console: Console,
     refine_tracks: str | None = None,
     variants: tuple[str, ...] = VARIANTS,
+    seed: int = 11,
 ) -> None:
     """Render ``name`` and write its complete datasets ``variants`` (gt first) under ``full_root/name/<variant>/``
-    with meta.json."""
+    with meta.json; ``seed`` seeds the oracle's errors."""
     scene = splat_scene.make(name)
     ordered = scene.reordered(scene.process_order())  # the order in which process() hands images to the predictor
     names = ordered.image_names()
@@ -363,7 +364,7 @@ def prepare_scene(
         for variant in variants[1:]:
             level = variant_level(variant)
             noise = {} if level is None else NOISY if variant in VARIANTS else level_noise(level)
-            predictor = FastLikeOracle(ordered, prepared, seed=11, **noise)
+            predictor = FastLikeOracle(ordered, prepared, seed=seed, **noise)
             config = ProcessConfig(
                 data=inputs["train"],
                 eval_data=inputs["eval"],
@@ -377,7 +378,12 @@ def prepare_scene(
             result = process(config, console=Console(quiet=True), predictor=predictor)
             seconds = time.perf_counter() - tic
             rec = result.reconstruction
-            meta = base | {"variant": variant, "noise": noise, "process_seconds": round(seconds, 2)}
+            meta = base | {
+                "variant": variant,
+                "noise": noise,
+                "oracle_seed": seed,
+                "process_seconds": round(seconds, 2),
+            }
             meta["level_deg"] = level
             meta["refine_tracks"] = config.refine_tracks if config.refine else None
             meta |= {"points": len(rec.points), "pose_ok": int(np.sum(rec.pose_ok))} | _errors(rec, ordered)
@@ -462,7 +468,7 @@ def prepare(args: argparse.Namespace) -> None:
         levels = [float(x) for x in args.levels.split(",")]
         variants = ("gt", "oracle_clean", *level_variants(levels))
     for name in args.scenes:
-        prepare_scene(name, full_root, max_points, console, args.refine_tracks, variants)
+        prepare_scene(name, full_root, max_points, console, args.refine_tracks, variants, args.seed)
         slim_copy(full_root, root, name, not args.no_link, console, variants)
     if not args.no_verify:
         verify(root, console)
@@ -592,6 +598,7 @@ def main() -> None:
         "oracle_noisy[_x<level/0.2>] variant with bench_splat.level_noise(level) and its _refined counterpart, "
         "instead of the default oracle_noisy / oracle_noisy_refined",
     )
+    p.add_argument("--seed", type=int, default=11, help="seed of the oracle's errors (default 11)")
     p.add_argument("--no-link", action="store_true", help="copy the images into every variant (no symlinks)")
     p.add_argument("--no-verify", action="store_true", help="skip reading every dataset back with nerfstudio")
     p.set_defaults(func=prepare)

@@ -35,6 +35,7 @@ META_FIELDS = (
     "noise",
     "level_deg",
     "splat_seed",
+    "oracle_seed",
     "cross",
     "commit",
 )
