@@ -189,6 +189,11 @@ class RefineFlowOptions:
     """Between rounds, a held view is relocalised: its free neighbours' anchors are searched for in it by patch
     correlation within this many network pixels of the predicted flow and its pose solved by PnP-RANSAC on them
     (``geometry.relocalise``), so that the next round predicts its flow from that pose; 0: off. Default is 48."""
+    relocalise_features: int = 2000
+    """Where the patch search finds no acceptable pose, SIFT matches (at most this many keypoints per image) with
+    the free neighbours take its place (``WindowOptions.features``); 0: off. Room_natural at 2 deg, oracle seed 11:
+    view 15, a close-up its neighbours see at about twice the distance, 5.1 -> 0.7 deg (docs/refine.md).
+    Default is 2000."""
     guard_deg: float = 1.0
     """A view the refinement turned more than this (degrees) from the prediction on few (below
     ``min_observations``) or inconsistent flow observations is flagged (pose_ok false, with a note, and in
@@ -201,7 +206,7 @@ class RefineFlowOptions:
         _one_of(self, "preset", FlowPreset)
         _at_least(self, 1, "stride", "max_pair_matches", "rounds", optional=True)
         _at_least(self, 0, "correction_spread", "filter_spread", "max_observations", optional=True)
-        _at_least(self, 0, "relocalise_radius")
+        _at_least(self, 0, "relocalise_radius", "relocalise_features")
         _at_least(
             self,
             0,

@@ -74,7 +74,7 @@ def refine_cameras(
     flow_views = FlowViews.of(images, predictions, options)
     reverted = 0
     was_held = np.zeros(len(images), dtype=bool)
-    relocalised: set[int] = set()
+    relocalised: dict[int, str] = {}  # view -> the matches that placed it
     for index in range(max(1, flow.rounds)):
         start = time.perf_counter()
         if progress:
@@ -89,7 +89,7 @@ def refine_cameras(
         previous = (result, unfixed)
         unfixed = {
             int(v): f"{counts[v]} flow observations, pose from "
-            + ("patch matches (PnP)" if v in relocalised else "pointmap tracks")
+            + (f"{relocalised[v]} matches (PnP)" if v in relocalised else "pointmap tracks")
             for v in np.flatnonzero(held)
         }
         # A newly held view takes its pointmap-stage pose relative to the free views (their frame has moved since);
@@ -136,8 +136,9 @@ def refine_cameras(
         was_held = held
         found: list[int] = []
         if flow.relocalise_radius > 0 and held.any() and index + 1 < max(1, flow.rounds):
-            found = _relocalise(images, predictions, cameras, options, result.tracks, held, flow_views, progress)
-            relocalised.update(found)
+            moved = _relocalise(images, predictions, cameras, options, result.tracks, held, flow_views, progress)
+            relocalised.update(moved)
+            found = list(moved)
             if found:  # a relocalised view falls back to its new pose from now on
                 fallback = carried_poses(fallback, cameras.cam_to_world, ~held)
                 fallback[found] = cameras.cam_to_world[found]
@@ -384,10 +385,11 @@ def _relocalise(
     held: np.ndarray,
     views: FlowViews,
     progress: Progress | None,
-) -> list[int]:
-    """Held views whose pose PnP replaced (``geometry.relocalise``): the adjusted points of their free neighbours'
-    observations in ``tracks`` (the round's kept flow tracks) searched for in them by patch correlation, so that
-    the next flow round predicts from the new pose; ``cameras`` updated in place."""
+) -> dict[int, str]:
+    """Held views whose pose PnP replaced (``geometry.relocalise``), each with the kind of its matches: the
+    adjusted points of their free neighbours' observations in ``tracks`` (the round's kept flow tracks) searched
+    for in them by patch correlation (else SIFT matches with those neighbours), so that the next flow round
+    predicts from the new pose; ``cameras`` updated in place."""
     from .geometry.relocalise import WindowOptions, relocalise_view
 
     network = network_intrinsics(images, cameras.intrinsics)
@@ -408,23 +410,25 @@ def _relocalise(
     for other in used:
         rows = np.flatnonzero(tracks.view == other)
         observed[other] = (tracks.pixel[rows], tracks.points[track[rows]])
-    window = WindowOptions(radius=options.refine.flow.relocalise_radius)
-    found = []
+    flow = options.refine.flow
+    window = WindowOptions(radius=flow.relocalise_radius, features=flow.relocalise_features)
+    found = {}
     for view, near in neighbours.items():
         known = [(other, *observed[other]) for other in near]
         if not known:
             continue
         result = relocalise_view(view, known, views.greys, pointmaps, network, cameras.cam_to_world, window)
+        kind = "SIFT" if result.features else "patch"
         if progress:
             verdict = "moved" if result.cam_to_world is not None else "kept"
             progress(
-                f"refine: view {view} held; patch matches {result.matches}, PnP inliers {result.inliers} "
+                f"refine: view {view} held; {kind} matches {result.matches}, PnP inliers {result.inliers} "
                 f"(current pose {result.current_inliers}) in {result.cells} cells, turning it {result.turn:.1f} deg: "
                 f"{verdict}"
             )
         if result.cam_to_world is not None:
             cameras.cam_to_world[view] = result.cam_to_world
-            found.append(view)
+            found[view] = kind
     return found
 
 

@@ -1,10 +1,12 @@
-"""A view's camera found again from its neighbours: patch correlation near the predicted flow, then PnP.
+"""A view's camera found again from its neighbours: patch correlation near the predicted flow (or SIFT), then PnP.
 
 Where a view's pose is too far off for the optical flow (``geometry.flow``) to land on the right texture period,
 its neighbours' anchors are searched for in it by normalised cross-correlation of a patch within a window around
 the flow predicted from the current cameras (on the view warped onto the neighbour by that prediction, so the
 patch is compared under the right perspective), and the view's pose is solved by PnP-RANSAC on the matches
-lifted to 3-D by the neighbours' points. Pixels: continuous NETWORK-image coordinates
+lifted to 3-D by the neighbours' points. Where that finds no acceptable pose (a close-up the neighbours see at
+another scale, a turn beyond the window), SIFT matches with the neighbours, lifted by their placed pointmaps, take
+the patches' place. Pixels: continuous NETWORK-image coordinates
 (``fast3r_ns.geometry.conventions``); poses camera-to-world.
 """
 
@@ -42,6 +44,15 @@ class WindowOptions:
     """Most points of one neighbour searched for (spread over its observations; each costs a correlation); 0:
     all. 256 made a relocalisation 3-4x faster but room_natural's 1.2 and 2 deg cases worse (rotation max 0.08-0.18
     -> 0.15-1.64 deg, docs/refine.md). Default is 0."""
+    features: int = 2000
+    """Where the patch search finds no acceptable pose, SIFT keypoints (at most this many per image, OpenCV) of
+    the view are matched to its neighbours' and PnP solved on them: no window, so neither the scale change of a
+    close-up nor a turn beyond the window defeats it; 0: off. Default is 2000."""
+    ratio: float = 0.8
+    """Lowe's ratio test of a kept SIFT match (best over second-best descriptor distance). Default is 0.8."""
+    min_feature_inliers: int = 20
+    """Fewest PnP inliers of a pose accepted from SIFT matches (with ``min_gain`` and ``min_cells``). Default is
+    20."""
     min_cells: int = 4
     """The inliers of an accepted pose fall in at least this many cells of a 4x4 grid over the image (matches
     bunched in one corner leave the pose free to turn about them). Default is 4."""
@@ -149,6 +160,7 @@ class Relocalised:
     current_inliers: int  # of the current pose on the same matches
     cells: int = 0  # cells of a 4x4 grid holding inliers
     turn: float = np.inf  # degrees between the current and the new orientation
+    features: bool = False  # the matches are SIFT's (the patch search found no acceptable pose)
 
 
 def relocalise_view(
@@ -187,7 +199,67 @@ def relocalise_view(
     reach = np.degrees(np.arctan(options.radius / float(intrinsics[view][0])))  # the window's angular size
     accepted = count >= options.min_inliers and count >= options.min_gain * current
     accepted = accepted and cells >= options.min_cells and turn <= reach
+    if not accepted and options.features:
+        neighbours = [other for other, _, _ in known]
+        points, pixels = feature_matches(view, neighbours, greys, pointmaps, options)
+        return _solved(points, pixels, intrinsics[view], cam_to_world[view], greys[view].shape, options)
     return Relocalised(pose if accepted else None, len(points), count, current, cells, turn)
+
+
+def feature_matches(
+    view: int,
+    neighbours: list[int],
+    greys: list[np.ndarray],  # [H, W] uint8 network images
+    pointmaps: list[np.ndarray | None],  # [H, W, 3] world points of the neighbours (NaN where unusable)
+    options: WindowOptions,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT matches of ``view`` with its neighbours (ratio test), as world points [M, 3] (the neighbours'
+    pointmaps at their keypoints) and the view's pixels [M, 2]."""
+    cv2 = _cv2()
+    sift = cv2.SIFT_create(nfeatures=options.features)
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    keys, descriptors = sift.detectAndCompute(greys[view], None)
+    points, pixels = [np.zeros((0, 3))], [np.zeros((0, 2))]
+    if descriptors is None or len(keys) < 2:
+        return points[0], pixels[0]
+    view_pixels = np.array([key.pt for key in keys]) + 0.5  # OpenCV's pixel centres are integers
+    for other in neighbours:
+        other_keys, other_descriptors = sift.detectAndCompute(greys[other], None)
+        if other_descriptors is None or len(other_keys) < 2:
+            continue
+        world = _at(pointmaps[other], np.array([key.pt for key in other_keys]) + 0.5)
+        pairs = [
+            (best.queryIdx, best.trainIdx)
+            for best, second in matcher.knnMatch(other_descriptors, descriptors, k=2)
+            if best.distance < options.ratio * second.distance
+        ]
+        if not pairs:
+            continue
+        source, target = np.array(pairs).T
+        lifted = np.isfinite(world[source]).all(-1)
+        points.append(world[source[lifted]])
+        pixels.append(view_pixels[target[lifted]])
+    return np.concatenate(points), np.concatenate(pixels)
+
+
+def _solved(
+    points: np.ndarray,  # [N, 3] world points
+    pixels: np.ndarray,  # [N, 2] network pixels in the view
+    intrinsics: np.ndarray,  # [4] network
+    cam_to_world: np.ndarray,  # [4, 4] the view's current camera
+    shape: tuple[int, int],
+    options: WindowOptions,
+) -> Relocalised:
+    """PnP on SIFT matches, accepted at ``min_feature_inliers``, ``min_gain`` times the current pose's inliers and
+    inliers in ``min_cells`` cells (no turn limit: the matches were not searched for near the current pose)."""
+    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, options.threshold_px).sum())
+    pose, inliers = pnp_pose(points, pixels, intrinsics, options.threshold_px)
+    count = int(inliers.sum())
+    cells = _cells(pixels[inliers], shape)
+    turn = _turn(cam_to_world, pose) if pose is not None else np.inf
+    accepted = count >= options.min_feature_inliers and count >= options.min_gain * current
+    accepted = accepted and cells >= options.min_cells
+    return Relocalised(pose if accepted else None, len(points), count, current, cells, turn, features=True)
 
 
 def _cells(pixels: np.ndarray, shape: tuple[int, int]) -> int:
