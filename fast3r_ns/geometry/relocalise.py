@@ -12,7 +12,7 @@ the patches' place. Pixels: continuous NETWORK-image coordinates
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,6 +50,10 @@ class WindowOptions:
     close-up nor a turn beyond the window defeats it; 0: off. Default is 2000."""
     ratio: float = 0.8
     """Lowe's ratio test of a kept SIFT match (best over second-best descriptor distance). Default is 0.8."""
+    feature_threshold_px: float = 4.0
+    """PnP-RANSAC inlier threshold on SIFT matches, network pixels: looser than ``threshold_px``, as their points
+    come from the neighbours' pointmaps (a depth error there is many pixels in a close-up), and the patch search
+    from the pose found refines it. Default is 4.0."""
     min_feature_inliers: int = 20
     """Fewest PnP inliers of a pose accepted from SIFT matches (with ``min_gain`` and ``min_cells``). Default is
     20."""
@@ -176,33 +180,59 @@ def relocalise_view(
     flow their pointmaps predict). Accepted at ``min_inliers``, ``min_gain`` times the current pose's inliers and
     inliers in ``min_cells`` cells, and only when it turns the view by at most the window's angular size
     (``radius`` over the focal length): a larger turn is one the search could not have seen, so the inliers are
-    a coincidence (on few image points the pose is free to turn about them)."""
+    a coincidence (on few image points the pose is free to turn about them).
+
+    Where no such pose is found, PnP on SIFT matches with the neighbours (``feature_matches``, their points
+    lifted by the neighbours' pointmaps) gives one, and the patch search is run again from it: now under the
+    right scale and turn, its known points (more accurate than the pointmaps' lift) refine the pose."""
+    current = cam_to_world[view]
+    patch = _patch_relocalised(view, known, greys, pointmaps, intrinsics[view], current, options, options.min_gain)
+    if patch.cam_to_world is not None or not options.features:
+        return patch
+    points, pixels = feature_matches(view, [other for other, _, _ in known], greys, pointmaps, options)
+    sift = _solved(points, pixels, intrinsics[view], current, greys[view].shape, options)
+    if sift.cam_to_world is None:
+        return sift
+    again = _patch_relocalised(view, known, greys, pointmaps, intrinsics[view], sift.cam_to_world, options, 1.0)
+    if again.cam_to_world is None:
+        return sift
+    return replace(again, turn=_turn(current, again.cam_to_world), features=True)
+
+
+def _patch_relocalised(
+    view: int,
+    known: list[tuple[int, np.ndarray, np.ndarray]],
+    greys: list[np.ndarray],
+    pointmaps: list[np.ndarray | None],
+    intrinsics: np.ndarray,  # [4] network, of the view
+    cam_to_world: np.ndarray,  # [4, 4] the view's camera the search starts from
+    options: WindowOptions,
+    gain: float,
+) -> Relocalised:
+    """``relocalise_view``'s patch search and PnP from ``cam_to_world``; accepted at ``gain`` times that pose's
+    inliers (and the other tests there)."""
     from .flow import predicted_flow
 
-    world_to_cam = np.linalg.inv(cam_to_world[view])
+    world_to_cam = np.linalg.inv(cam_to_world)
     found_points, found_pixels = [], []
     for other, pixels, points in known:
         if options.max_points and len(pixels) > options.max_points:
             chosen = np.linspace(0, len(pixels) - 1, options.max_points).round().astype(np.int64)
             pixels, points = pixels[chosen], points[chosen]
-        predicted = predicted_flow(pointmaps[other], world_to_cam, intrinsics[view])
+        predicted = predicted_flow(pointmaps[other], world_to_cam, intrinsics)
         kept, targets = window_matches(greys[other], greys[view], predicted, pixels, options)
         found_points.append(points[kept])
         found_pixels.append(targets)
     points = np.concatenate(found_points) if found_points else np.zeros((0, 3))
     pixels = np.concatenate(found_pixels) if found_pixels else np.zeros((0, 2))
-    current = int(pose_inliers(points, pixels, intrinsics[view], cam_to_world[view], options.threshold_px).sum())
-    pose, inliers = pnp_pose(points, pixels, intrinsics[view], options.threshold_px)
+    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, options.threshold_px).sum())
+    pose, inliers = pnp_pose(points, pixels, intrinsics, options.threshold_px)
     count = int(inliers.sum())
     cells = _cells(pixels[inliers], greys[view].shape)
-    turn = _turn(cam_to_world[view], pose) if pose is not None else np.inf
-    reach = np.degrees(np.arctan(options.radius / float(intrinsics[view][0])))  # the window's angular size
-    accepted = count >= options.min_inliers and count >= options.min_gain * current
+    turn = _turn(cam_to_world, pose) if pose is not None else np.inf
+    reach = np.degrees(np.arctan(options.radius / float(intrinsics[0])))  # the window's angular size
+    accepted = count >= options.min_inliers and count >= gain * current
     accepted = accepted and cells >= options.min_cells and turn <= reach
-    if not accepted and options.features:
-        neighbours = [other for other, _, _ in known]
-        points, pixels = feature_matches(view, neighbours, greys, pointmaps, options)
-        return _solved(points, pixels, intrinsics[view], cam_to_world[view], greys[view].shape, options)
     return Relocalised(pose if accepted else None, len(points), count, current, cells, turn)
 
 
@@ -227,7 +257,7 @@ def feature_matches(
         other_keys, other_descriptors = sift.detectAndCompute(greys[other], None)
         if other_descriptors is None or len(other_keys) < 2:
             continue
-        world = _at(pointmaps[other], np.array([key.pt for key in other_keys]) + 0.5)
+        world = _sampled(pointmaps[other], np.array([key.pt for key in other_keys]) + 0.5)
         pairs = [
             (best.queryIdx, best.trainIdx)
             for best, second in matcher.knnMatch(other_descriptors, descriptors, k=2)
@@ -242,6 +272,26 @@ def feature_matches(
     return np.concatenate(points), np.concatenate(pixels)
 
 
+def _sampled(field: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Bilinear values [N, C] of a [H, W, C] field at continuous pixels [N, 2] inside it, the nearest pixel's next
+    to a hole (the nearest pixel everywhere moves a keypoint's point by half a pixel on average: 0.1 deg of
+    rotation in PnP on exact points)."""
+    cv2 = _cv2()
+    where = (pixels - 0.5).astype(np.float32).reshape(-1, 1, 2)
+    values = cv2.remap(
+        field.astype(np.float32),
+        where,
+        None,
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(np.nan,) * 4,
+    )
+    values = values.reshape(len(pixels), -1).astype(np.float64)
+    holes = ~np.isfinite(values).all(-1)
+    values[holes] = _at(field, pixels[holes])  # next to a hole: the nearest pixel
+    return values
+
+
 def _solved(
     points: np.ndarray,  # [N, 3] world points
     pixels: np.ndarray,  # [N, 2] network pixels in the view
@@ -252,8 +302,9 @@ def _solved(
 ) -> Relocalised:
     """PnP on SIFT matches, accepted at ``min_feature_inliers``, ``min_gain`` times the current pose's inliers and
     inliers in ``min_cells`` cells (no turn limit: the matches were not searched for near the current pose)."""
-    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, options.threshold_px).sum())
-    pose, inliers = pnp_pose(points, pixels, intrinsics, options.threshold_px)
+    threshold = options.feature_threshold_px
+    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, threshold).sum())
+    pose, inliers = pnp_pose(points, pixels, intrinsics, threshold)
     count = int(inliers.sum())
     cells = _cells(pixels[inliers], shape)
     turn = _turn(cam_to_world, pose) if pose is not None else np.inf

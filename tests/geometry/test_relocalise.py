@@ -1,6 +1,6 @@
 """Relocalisation (geometry.relocalise) on the splat benchmark's natural-texture room with the clean oracle and true
 cameras: patch matches from a prediction tens of pixels off land on the true correspondences, and PnP on them puts
-a misplaced camera back; a right camera is kept."""
+a misplaced camera back (SIFT matches where the turn is beyond the patch window); a right camera is kept."""
 
 from __future__ import annotations
 
@@ -78,6 +78,21 @@ def test_a_misplaced_camera_is_put_back_and_a_right_one_kept(views, degrees) -> 
     assert kept.cam_to_world is None and kept.current_inliers >= 50
 
 
+def test_a_turn_beyond_the_window_is_put_back_by_sift_matches(views) -> None:
+    """15 deg is beyond the patch window's reach (48 px at this focal: ~7 deg): no patch pose is accepted, and
+    without the SIFT fallback the camera stays; with it, PnP on SIFT matches puts it back."""
+    greys, maps, network, cam_to_world = views
+    known = [(other, *_anchors(greys, maps, other)) for other in (0, 1, 3)]
+    misplaced = cam_to_world.copy()
+    misplaced[2] = _turned(cam_to_world[2], 15.0)
+    stays = relocalise_view(2, known, greys, maps, network, misplaced, WindowOptions(features=0))
+    assert stays.cam_to_world is None and not stays.features
+    moved = relocalise_view(2, known, greys, maps, network, misplaced, WindowOptions())
+    assert moved.features and moved.cam_to_world is not None and moved.inliers >= 50
+    assert abs(moved.turn - 15.0) < 0.5
+    assert rotation_angle_deg(moved.cam_to_world[:3, :3].T @ cam_to_world[2][:3, :3]) < 0.03
+
+
 def test_the_refinement_relocalises_a_held_view_from_its_free_neighbours(tmp_path) -> None:
     """refinement._relocalise: flow tracks of the clean oracle on true cameras, one view then turned 2 deg and held;
     it comes back from the free views' track points."""
@@ -100,6 +115,6 @@ def test_the_refinement_relocalises_a_held_view_from_its_free_neighbours(tmp_pat
     held = np.arange(len(images)) == 2
     cameras.cam_to_world[2] = _turned(truth[2], 2.0)
     found = _relocalise(images, predictions, cameras, options, tracks, held, views, None)
-    assert found == [2]
+    assert found == {2: "patch"}
     assert rotation_angle_deg(cameras.cam_to_world[2][:3, :3].T @ truth[2][:3, :3]) < 0.05
     np.testing.assert_array_equal(cameras.cam_to_world[~held], truth[~held])
