@@ -417,7 +417,9 @@ def _relocalise(
         known = [(other, *observed[other]) for other in near]
         if not known:
             continue
-        result = relocalise_view(view, known, views.greys, pointmaps, network, cameras.cam_to_world, window)
+        result = relocalise_view(
+            view, known, views.greys, pointmaps, network, cameras.cam_to_world, window, views.keypoints
+        )
         kind = "SIFT" if result.features else "patch"
         if progress:
             verdict = "moved" if result.cam_to_world is not None else "kept"
@@ -440,6 +442,7 @@ class FlowViews:
     confidences: list[torch.Tensor]  # [H, W] global confidence
     masks: list[np.ndarray]  # [H, W] bool confidence gates
     flows: FlowCache = field(default_factory=FlowCache)  # flows of earlier rounds
+    keypoints: dict = field(default_factory=dict)  # SIFT keypoints of the relocalisation, by view
 
     @classmethod
     def of(cls, images: Sequence[PreparedImage], predictions: Sequence[Output], options: ReconstructOptions):

@@ -154,16 +154,18 @@ def _fill(flow: np.ndarray) -> np.ndarray:
     return out
 
 
-def sample_flow(flow: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Bilinear flow [N, 2] at continuous pixels xy [N, 2] (NaN outside the image)."""
+def sample_field(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear values [N, C] of a float32 [H, W, C] field (a flow, a pointmap) at continuous pixels xy [N, 2]
+    (NaN outside the image and next to NaN)."""
     cv2 = _cv2()
+    channels = field.shape[2]
     if len(xy) == 0:
-        return np.zeros((0, 2), dtype=np.float32)
-    height, width = flow.shape[:2]
+        return np.zeros((0, channels), dtype=np.float32)
+    height, width = field.shape[:2]
     map_xy = (xy - 0.5).astype(np.float32).reshape(-1, 1, 2)
-    out = cv2.remap(flow, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    out = cv2.remap(field, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
     inside = (xy[:, 0] >= 0.5) & (xy[:, 0] <= width - 0.5) & (xy[:, 1] >= 0.5) & (xy[:, 1] <= height - 0.5)
-    return np.where(inside[:, None], out.reshape(-1, 2), np.nan)
+    return np.where(inside[:, None], out.reshape(-1, channels), np.nan)
 
 
 def texture_mask(grey: np.ndarray, min_gradient: float) -> np.ndarray:
@@ -223,7 +225,7 @@ class PairFlow:
         """(step [N, 2], back [N, 2]): the flow A -> B at A's anchors and the flow B -> A where they land, of the
         flows A -> B and B -> A [H, W, 2]; what the gate needs of the flows (no prediction in it)."""
         step = _at(forward, anchors)
-        return step, sample_flow(backward, anchors + step)
+        return step, sample_field(backward, anchors + step)
 
     def gate(
         self,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .flow import FlowOptions, _at, _cv2, _projected, warped_by_prediction
+from .flow import FlowOptions, _at, _cv2, _projected, sample_field, warped_by_prediction
 
 
 @dataclass
@@ -175,6 +175,7 @@ def relocalise_view(
     intrinsics: np.ndarray,  # [V, 4] network
     cam_to_world: np.ndarray,  # [V, 4, 4] current cameras
     options: WindowOptions,
+    keypoints: dict | None = None,  # SIFT keypoints found so far (``feature_matches``)
 ) -> Relocalised:
     """The pose of ``view`` by PnP on the neighbours' known points found in it (``window_matches``, around the
     flow their pointmaps predict). Accepted at ``min_inliers``, ``min_gain`` times the current pose's inliers and
@@ -189,8 +190,13 @@ def relocalise_view(
     patch = _patch_relocalised(view, known, greys, pointmaps, intrinsics[view], current, options, options.min_gain)
     if patch.cam_to_world is not None or not options.features:
         return patch
-    points, pixels = feature_matches(view, [other for other, _, _ in known], greys, pointmaps, options)
-    sift = _solved(points, pixels, intrinsics[view], current, greys[view].shape, options)
+    neighbours = [other for other, _, _ in known]
+    points, pixels = feature_matches(view, neighbours, greys, pointmaps, options, keypoints)
+    # No turn limit: the SIFT matches were not searched for near the current pose.
+    accept = (options.min_feature_inliers, options.min_gain, options.min_cells, np.inf)
+    threshold = options.feature_threshold_px
+    sift = _pnp_verdict(points, pixels, intrinsics[view], current, greys[view].shape, threshold, accept)
+    sift = replace(sift, features=True)
     if sift.cam_to_world is None:
         return sift
     again = _patch_relocalised(view, known, greys, pointmaps, intrinsics[view], sift.cam_to_world, options, 1.0)
@@ -225,15 +231,9 @@ def _patch_relocalised(
         found_pixels.append(targets)
     points = np.concatenate(found_points) if found_points else np.zeros((0, 3))
     pixels = np.concatenate(found_pixels) if found_pixels else np.zeros((0, 2))
-    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, options.threshold_px).sum())
-    pose, inliers = pnp_pose(points, pixels, intrinsics, options.threshold_px)
-    count = int(inliers.sum())
-    cells = _cells(pixels[inliers], greys[view].shape)
-    turn = _turn(cam_to_world, pose) if pose is not None else np.inf
     reach = np.degrees(np.arctan(options.radius / float(intrinsics[0])))  # the window's angular size
-    accepted = count >= options.min_inliers and count >= gain * current
-    accepted = accepted and cells >= options.min_cells and turn <= reach
-    return Relocalised(pose if accepted else None, len(points), count, current, cells, turn)
+    accept = (options.min_inliers, gain, options.min_cells, reach)
+    return _pnp_verdict(points, pixels, intrinsics, cam_to_world, greys[view].shape, options.threshold_px, accept)
 
 
 def feature_matches(
@@ -242,22 +242,22 @@ def feature_matches(
     greys: list[np.ndarray],  # [H, W] uint8 network images
     pointmaps: list[np.ndarray | None],  # [H, W, 3] world points of the neighbours (NaN where unusable)
     options: WindowOptions,
+    keypoints: dict | None = None,  # view -> its SIFT keypoints, filled as they are found (images do not change)
 ) -> tuple[np.ndarray, np.ndarray]:
     """SIFT matches of ``view`` with its neighbours (ratio test), as world points [M, 3] (the neighbours'
     pointmaps at their keypoints) and the view's pixels [M, 2]."""
     cv2 = _cv2()
-    sift = cv2.SIFT_create(nfeatures=options.features)
+    keypoints = {} if keypoints is None else keypoints
     matcher = cv2.BFMatcher(cv2.NORM_L2)
-    keys, descriptors = sift.detectAndCompute(greys[view], None)
+    view_pixels, descriptors = _keypoints(view, greys, options, keypoints)
     points, pixels = [np.zeros((0, 3))], [np.zeros((0, 2))]
-    if descriptors is None or len(keys) < 2:
+    if len(view_pixels) < 2:
         return points[0], pixels[0]
-    view_pixels = np.array([key.pt for key in keys]) + 0.5  # OpenCV's pixel centres are integers
     for other in neighbours:
-        other_keys, other_descriptors = sift.detectAndCompute(greys[other], None)
-        if other_descriptors is None or len(other_keys) < 2:
+        other_pixels, other_descriptors = _keypoints(other, greys, options, keypoints)
+        if len(other_pixels) < 2:
             continue
-        world = _sampled(pointmaps[other], np.array([key.pt for key in other_keys]) + 0.5)
+        world = _sampled(pointmaps[other], other_pixels)
         pairs = [
             (best.queryIdx, best.trainIdx)
             for best, second in matcher.knnMatch(other_descriptors, descriptors, k=2)
@@ -272,45 +272,46 @@ def feature_matches(
     return np.concatenate(points), np.concatenate(pixels)
 
 
+def _keypoints(
+    view: int, greys: list[np.ndarray], options: WindowOptions, cache: dict
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """SIFT keypoints of ``view`` as continuous pixels [K, 2] and their descriptors [K, 128], from ``cache``."""
+    if view not in cache:
+        keys, descriptors = _cv2().SIFT_create(nfeatures=options.features).detectAndCompute(greys[view], None)
+        pixels = np.array([key.pt for key in keys]).reshape(-1, 2) + 0.5  # OpenCV's pixel centres are integers
+        cache[view] = (pixels if descriptors is not None else np.zeros((0, 2)), descriptors)
+    return cache[view]
+
+
 def _sampled(field: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """Bilinear values [N, C] of a [H, W, C] field at continuous pixels [N, 2] inside it, the nearest pixel's next
-    to a hole (the nearest pixel everywhere moves a keypoint's point by half a pixel on average: 0.1 deg of
-    rotation in PnP on exact points)."""
-    cv2 = _cv2()
-    where = (pixels - 0.5).astype(np.float32).reshape(-1, 1, 2)
-    values = cv2.remap(
-        field.astype(np.float32),
-        where,
-        None,
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(np.nan,) * 4,
-    )
-    values = values.reshape(len(pixels), -1).astype(np.float64)
+    """Bilinear values [N, C] of a [H, W, C] field at continuous pixels [N, 2], the nearest pixel's next to a hole
+    and at the border (the nearest pixel everywhere moves a keypoint's point by half a pixel on average: 0.1 deg
+    of rotation in PnP on exact points)."""
+    values = sample_field(field.astype(np.float32), pixels).astype(np.float64)
     holes = ~np.isfinite(values).all(-1)
-    values[holes] = _at(field, pixels[holes])  # next to a hole: the nearest pixel
+    values[holes] = _at(field, pixels[holes])
     return values
 
 
-def _solved(
+def _pnp_verdict(
     points: np.ndarray,  # [N, 3] world points
     pixels: np.ndarray,  # [N, 2] network pixels in the view
     intrinsics: np.ndarray,  # [4] network
     cam_to_world: np.ndarray,  # [4, 4] the view's current camera
     shape: tuple[int, int],
-    options: WindowOptions,
+    threshold_px: float,
+    accept: tuple[int, float, int, float],  # min_inliers, gain, min_cells, max_turn (deg)
 ) -> Relocalised:
-    """PnP on SIFT matches, accepted at ``min_feature_inliers``, ``min_gain`` times the current pose's inliers and
-    inliers in ``min_cells`` cells (no turn limit: the matches were not searched for near the current pose)."""
-    threshold = options.feature_threshold_px
-    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, threshold).sum())
-    pose, inliers = pnp_pose(points, pixels, intrinsics, threshold)
+    """PnP-RANSAC on the matches; its pose accepted at ``min_inliers``, ``gain`` times the current pose's inliers,
+    inliers in ``min_cells`` cells and a turn of at most ``max_turn`` degrees."""
+    min_inliers, gain, min_cells, max_turn = accept
+    current = int(pose_inliers(points, pixels, intrinsics, cam_to_world, threshold_px).sum())
+    pose, inliers = pnp_pose(points, pixels, intrinsics, threshold_px)
     count = int(inliers.sum())
     cells = _cells(pixels[inliers], shape)
     turn = _turn(cam_to_world, pose) if pose is not None else np.inf
-    accepted = count >= options.min_feature_inliers and count >= options.min_gain * current
-    accepted = accepted and cells >= options.min_cells
-    return Relocalised(pose if accepted else None, len(points), count, current, cells, turn, features=True)
+    accepted = count >= min_inliers and count >= gain * current and cells >= min_cells and turn <= max_turn
+    return Relocalised(pose if accepted else None, len(points), count, current, cells, turn)
 
 
 def _cells(pixels: np.ndarray, shape: tuple[int, int]) -> int:
